@@ -1,0 +1,304 @@
+"""A derived (one-path) architecture: ``arch.json`` (schema ``densenas.arch/1``) and the
+paper's ``net_config`` string, each converted to the other without evaluating code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from densenas.errors import DensenasError
+from densenas.fileio import write_json
+from densenas.literal import parse_literal
+from densenas.signature import OpSignature, parse_op
+
+ARCH_SCHEMA = "densenas.arch/1"
+
+
+@dataclass(frozen=True)
+class ArchBlock:
+    in_ch: int
+    out_ch: int
+    stride: int
+    head_op: str
+    stack_ops: tuple[str, ...] = ()
+    block_id: int | None = None  # the supernet block this one came from, when known
+
+
+@dataclass(frozen=True)
+class Arch:
+    space: str
+    input_size: int
+    num_classes: int
+    stem: str  # "mbv2" or "resnet"
+    init_dim: int
+    head_dim: int | None
+    blocks: tuple[ArchBlock, ...]
+    final_conv: tuple[int, int] | None  # (in_ch, out_ch); None: classify from the last block
+    extra: dict = field(default_factory=dict, compare=False)
+
+    # -- shape walk -------------------------------------------------------------------
+
+    @property
+    def stem_out(self) -> int:
+        return self.head_dim if self.stem == "mbv2" else self.init_dim
+
+    @property
+    def feature_dim(self) -> int:
+        if self.final_conv is not None:
+            return self.final_conv[1]
+        return self.blocks[-1].out_ch if self.blocks else self.stem_out
+
+    def layers(self) -> list[tuple[str, int, OpSignature]]:
+        """Every layer in order as (role, arch block index, signature at batch 1, fp32)."""
+        fm = self.input_size
+        out: list[tuple[str, int, OpSignature]] = []
+        if self.stem == "mbv2":
+            out.append(("stem", -1, OpSignature("stem_relu6", 3, self.init_dim, 2, fm, fm)))
+            fm //= 2
+            out.append(("stem", -1, OpSignature("mbconv_k3_t1", self.init_dim, self.head_dim, 1, fm, fm)))
+        else:
+            out.append(("stem", -1, OpSignature("stem_relu", 3, self.init_dim, 2, fm, fm)))
+            fm //= 2
+        for i, b in enumerate(self.blocks):
+            out.append(("head", i, OpSignature(b.head_op, b.in_ch, b.out_ch, b.stride, fm, fm)))
+            fm //= b.stride
+            for op in b.stack_ops:
+                out.append(("stack", i, OpSignature(op, b.out_ch, b.out_ch, 1, fm, fm)))
+        if self.final_conv is not None:
+            out.append(("final", len(self.blocks), OpSignature("conv1_1", *self.final_conv, 1, fm, fm)))
+        out.append(("classifier", len(self.blocks), OpSignature("classifier", self.feature_dim, self.num_classes, 1, fm, fm)))
+        return out
+
+    def validate(self) -> "Arch":
+        """Check what needs no space: known ops, chained widths, strides, input size."""
+        if self.stem not in ("mbv2", "resnet"):
+            raise DensenasError(f"arch: field stem: unknown stem {self.stem!r}")
+        if self.stem == "mbv2" and not self.head_dim:
+            raise DensenasError("arch: field stem.head_dim is required for an mbv2 stem")
+        prev = self.stem_out
+        fm = self.input_size // 2
+        for i, b in enumerate(self.blocks):
+            where = f"arch: blocks[{i}]"
+            for op in (b.head_op, *b.stack_ops):
+                parse_op(op)
+            if b.in_ch != prev:
+                raise DensenasError(f"{where}: in_ch {b.in_ch} does not chain: the previous layer outputs {prev}")
+            if b.stride not in (1, 2):
+                raise DensenasError(f"{where}: stride must be 1 or 2, got {b.stride}")
+            if min(b.in_ch, b.out_ch) <= 0:
+                raise DensenasError(f"{where}: widths must be positive")
+            if fm % b.stride:
+                raise DensenasError(f"{where}: stride {b.stride} does not divide the {fm}x{fm} feature map")
+            fm //= b.stride
+            prev = b.out_ch
+        if self.final_conv is not None and self.final_conv[0] != prev:
+            raise DensenasError(f"arch: final_conv in_ch {self.final_conv[0]} does not chain: the last block outputs {prev}")
+        return self
+
+    # -- arch.json ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": ARCH_SCHEMA,
+            "space": self.space,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "stem": {"type": self.stem, "init_dim": self.init_dim, "head_dim": self.head_dim},
+            "blocks": [
+                {
+                    "block_id": b.block_id,
+                    "in_ch": b.in_ch,
+                    "out_ch": b.out_ch,
+                    "stride": b.stride,
+                    "head_op": b.head_op,
+                    "stack_ops": list(b.stack_ops),
+                }
+                for b in self.blocks
+            ],
+            "final_conv": None if self.final_conv is None else {"in_ch": self.final_conv[0], "out_ch": self.final_conv[1]},
+            "net_config": to_net_config(self),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+
+def arch_from_dict(d: Any, *, source: str = "arch.json") -> Arch:
+    if not isinstance(d, dict):
+        raise DensenasError(f"{source}: not a JSON object")
+    if d.get("schema") != ARCH_SCHEMA:
+        raise DensenasError(f"{source}: field schema: expected {ARCH_SCHEMA!r}, got {d.get('schema')!r}")
+    try:
+        stem = d["stem"]
+        blocks = tuple(
+            ArchBlock(
+                in_ch=_int(b["in_ch"]),
+                out_ch=_int(b["out_ch"]),
+                stride=_int(b["stride"]),
+                head_op=_str(b["head_op"]),
+                stack_ops=tuple(_str(op) for op in _list(b.get("stack_ops", []))),
+                block_id=None if b.get("block_id") is None else _int(b["block_id"]),
+            )
+            for b in _list(d["blocks"])
+        )
+        fc = d.get("final_conv")
+        arch = Arch(
+            space=_str(d["space"]),
+            input_size=_int(d["input_size"]),
+            num_classes=_int(d["num_classes"]),
+            stem=_str(stem["type"]),
+            init_dim=_int(stem["init_dim"]),
+            head_dim=None if stem.get("head_dim") is None else _int(stem["head_dim"]),
+            blocks=blocks,
+            final_conv=None if fc is None else (_int(fc["in_ch"]), _int(fc["out_ch"])),
+            extra=d.get("extra", {}) if isinstance(d.get("extra", {}), dict) else {},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DensenasError(f"{source}: missing or malformed field {exc}") from None
+    if arch.input_size <= 0 or arch.num_classes < 1:
+        raise DensenasError(f"{source}: input_size and num_classes must be positive")
+    try:
+        return arch.validate()
+    except DensenasError as exc:
+        raise DensenasError(f"{source}: {str(exc).removeprefix('arch: ')}") from None
+
+
+def load_arch(path: str | Path) -> Arch:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DensenasError(f"{p}: architecture file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{p}: cannot read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DensenasError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return arch_from_dict(data, source=str(p))
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{v!r} is not an integer")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not a string")
+    return v
+
+
+def _list(v: Any) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"{v!r} is not a list")
+    return v
+
+
+# -- the paper's net_config ------------------------------------------------------------
+
+def to_net_config(arch: Arch) -> str:
+    """``[[in, out], head_op, [stack_ops], n_layers, stride]|...|[[in, last], 'conv1_1']``."""
+    parts = []
+    if arch.stem == "mbv2":
+        parts.append(f"[[{arch.init_dim}, {arch.head_dim}], 'mbconv_k3_t1', [], 0, 1]")
+    for b in arch.blocks:
+        ops = ", ".join(f"'{op}'" for op in b.stack_ops)
+        parts.append(f"[[{b.in_ch}, {b.out_ch}], '{b.head_op}', [{ops}], {len(b.stack_ops)}, {b.stride}]")
+    if arch.final_conv is not None:
+        parts.append(f"[[{arch.final_conv[0]}, {arch.final_conv[1]}], 'conv1_1']")
+    return "|".join(parts)
+
+
+def parse_net_config(text: str, space) -> Arch:
+    """Decode a paper-style net_config for a space and check that it fits the space."""
+    from densenas.space import SearchSpace  # noqa: F401  (type of ``space``)
+
+    cfg = space.config
+    entries = [parse_literal(part, source=f"net_config part {i + 1}") for i, part in enumerate(text.strip().split("|"))]
+    blocks: list[ArchBlock] = []
+    final_conv = None
+    init_dim, head_dim = cfg.init_dim, cfg.head_dim
+    for i, e in enumerate(entries):
+        where = f"net_config part {i + 1}"
+        if not (isinstance(e, list) and len(e) >= 2 and isinstance(e[0], list) and len(e[0]) == 2
+                and all(isinstance(c, int) for c in e[0]) and isinstance(e[1], str)):
+            raise DensenasError(f"{where}: expected [[in_ch, out_ch], 'op', [stack ops], n, stride], got {e!r}")
+        (c_in, c_out), op = e[0], e[1]
+        if op == "conv1_1":
+            if i != len(entries) - 1:
+                raise DensenasError(f"{where}: conv1_1 must be the last part")
+            final_conv = (c_in, c_out)
+            continue
+        if len(e) != 5 or not isinstance(e[2], list) or not all(isinstance(s, str) for s in e[2]) \
+                or not isinstance(e[3], int) or not isinstance(e[4], int):
+            raise DensenasError(f"{where}: expected [[in_ch, out_ch], 'op', [stack ops], n, stride], got {e!r}")
+        if e[3] != len(e[2]):
+            raise DensenasError(f"{where}: says {e[3]} stacked layers but lists {len(e[2])}")
+        if i == 0 and cfg.stem == "mbv2" and op == "mbconv_k3_t1":
+            init_dim, head_dim = c_in, c_out  # the stem's head layer
+            continue
+        blocks.append(ArchBlock(c_in, c_out, e[4], op, tuple(e[2])))
+    arch = Arch(
+        space=cfg.name,
+        input_size=cfg.input_size,
+        num_classes=cfg.num_classes,
+        stem=cfg.stem,
+        init_dim=init_dim,
+        head_dim=head_dim if cfg.stem == "mbv2" else None,
+        blocks=tuple(blocks),
+        final_conv=final_conv,
+    )
+    try:
+        arch.validate()
+    except DensenasError as exc:
+        raise DensenasError(f"net_config: {str(exc).removeprefix('arch: ')}") from None
+    return fit_to_space(arch, space)
+
+
+def fit_to_space(arch: Arch, space) -> Arch:
+    """Map each block onto a supernet block (by width and the space's edges) and check the
+    ops and strides are ones the space offers; returns the arch with block ids filled in."""
+    cfg = space.config
+    where = f"architecture does not fit space {space.name}"
+    if arch.stem != cfg.stem or arch.stem_out != space.blocks[0].ch:
+        raise DensenasError(f"{where}: stem outputs {arch.stem_out} wide, the space's block 0 is {space.blocks[0].ch}")
+    if arch.input_size != cfg.input_size:
+        raise DensenasError(f"{where}: input size {arch.input_size}, the space's is {cfg.input_size}")
+    current = 0
+    fitted = []
+    for i, b in enumerate(arch.blocks):
+        candidates = [d for d in space.blocks[current].out_edges
+                      if space.blocks[d].ch == b.out_ch and not space.blocks[d].is_final]
+        if not candidates:
+            raise DensenasError(f"{where}: blocks[{i}] goes {b.in_ch}->{b.out_ch} but block {current} "
+                                f"(width {space.blocks[current].ch}) has no edge to a block of width {b.out_ch}")
+        dst = candidates[0]
+        blk = space.blocks[dst]
+        if b.block_id is not None and b.block_id != dst:
+            raise DensenasError(f"{where}: blocks[{i}] says block_id {b.block_id} but its widths route to block {dst}")
+        if b.stride != space.edge_stride(current, dst):
+            raise DensenasError(f"{where}: blocks[{i}] has stride {b.stride}, the edge {current}->{dst} has {space.edge_stride(current, dst)}")
+        if b.head_op not in space.head_primitives:
+            raise DensenasError(f"{where}: blocks[{i}] head op {b.head_op!r} is not a head primitive ({', '.join(space.head_primitives)})")
+        bad = [op for op in b.stack_ops if op not in space.stack_primitives or op == "skip_connect"]
+        if bad:
+            raise DensenasError(f"{where}: blocks[{i}] stack op {bad[0]!r} is not a stack primitive of the space")
+        if len(b.stack_ops) > blk.num_layers:
+            raise DensenasError(f"{where}: blocks[{i}] has {len(b.stack_ops)} stacked layers, block {dst} allows {blk.num_layers}")
+        fitted.append(ArchBlock(b.in_ch, b.out_ch, b.stride, b.head_op, b.stack_ops, dst))
+        current = dst
+    if current not in space.final.in_edges:
+        raise DensenasError(f"{where}: the last block (width {space.blocks[current].ch}) has no edge to the final conv")
+    if cfg.final_conv_in_derived:
+        expected = (space.blocks[current].ch, cfg.last_dim)
+        if arch.final_conv != expected:
+            raise DensenasError(f"{where}: final conv must be {list(expected)} (conv1_1), got {arch.final_conv}")
+    elif arch.final_conv is not None:
+        raise DensenasError(f"{where}: the space's derived networks have no final conv1_1")
+    return Arch(arch.space, arch.input_size, arch.num_classes, arch.stem, arch.init_dim, arch.head_dim,
+                tuple(fitted), arch.final_conv, arch.extra)

@@ -1,0 +1,135 @@
+"""The supernet: every block, every edge, every candidate op, with the architecture
+parameters (beta per block over outgoing edges, head alpha per incoming branch, stack
+alpha per layer) in the order DESIGN.md fixes.
+
+Modules are built once; a step picks which ops run through index tensors, so nothing
+is rebuilt per step (the paper's code rebuilt a dropped network every step).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densenas.nets.init import init_weights, set_bn
+from densenas.ops import build_op
+from densenas.space import SearchSpace
+
+# Per block: one LongTensor of shape (branches or layers, k) of sampled op indices.
+OpIndices = Sequence[torch.Tensor]
+
+
+class MixedOp(nn.Module):
+    """Candidate ops on one edge or layer; runs only the sampled ones, weighted by the
+    softmax of their alphas (temperature 1, as the paper's code)."""
+
+    def __init__(self, ops: Sequence[str], c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.candidates = nn.ModuleList(build_op(op, c_in, c_out, stride, affine=False) for op in ops)
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        weights = F.softmax(alpha[index], dim=-1)
+        out = None
+        for w, i in zip(weights, index.tolist()):
+            y = w * self.candidates[i](x)
+            out = y if out is None else out + y
+        return out
+
+
+class SuperNet(nn.Module):
+    def __init__(self, space: SearchSpace, num_classes: int | None = None, *,
+                 bn_momentum: float | None = None, bn_eps: float | None = None, init_scale: float = 1e-3):
+        super().__init__()
+        cfg = space.config
+        self.space = space
+        self.num_classes = num_classes or cfg.num_classes
+        self.temp = cfg.softmax_temp
+        if cfg.stem == "mbv2":
+            self.stem = nn.Sequential(
+                build_op("stem_relu6", 3, cfg.init_dim, 2, affine=False),
+                build_op("mbconv_k3_t1", cfg.init_dim, cfg.head_dim, 1, affine=False),
+            )
+        else:
+            self.stem = nn.Sequential(build_op("stem_relu", 3, cfg.init_dim, 2, affine=False))
+        blocks = space.blocks
+        self.heads = nn.ModuleList()
+        self.stacks = nn.ModuleList()
+        for b in space.routing_blocks:
+            self.heads.append(nn.ModuleList(
+                MixedOp(space.head_primitives, blocks[src].ch, b.ch, stride)
+                for src, stride in zip(b.in_edges, b.in_strides)
+            ))
+            self.stacks.append(nn.ModuleList(
+                MixedOp(space.stack_primitives, b.ch, b.ch, 1) for _ in range(b.num_layers)
+            ))
+        self.final = nn.ModuleList(build_op("conv1_1", blocks[src].ch, cfg.last_dim, 1, affine=False)
+                                   for src in space.final.in_edges)
+        self.classifier = build_op("classifier", cfg.last_dim, self.num_classes, 1)
+
+        n_head, n_stack = len(space.head_primitives), len(space.stack_primitives)
+        self.betas = nn.ParameterList(
+            nn.Parameter(init_scale * torch.randn(len(b.out_edges))) for b in blocks[:-1]
+        )
+        self.head_alphas = nn.ParameterList(
+            nn.Parameter(init_scale * torch.randn(len(b.in_edges), n_head)) for b in space.routing_blocks
+        )
+        self.stack_alphas = nn.ParameterList(
+            nn.Parameter(init_scale * torch.randn(b.num_layers, n_stack)) for b in space.routing_blocks
+        )
+        init_weights(self)
+        set_bn(self, bn_momentum or cfg.search.bn_momentum, bn_eps or cfg.search.bn_eps)
+
+    # -- parameters ------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [*self.betas, *self.head_alphas, *self.stack_alphas]
+
+    def alpha_parameters(self) -> list[nn.Parameter]:
+        return [*self.head_alphas, *self.stack_alphas]
+
+    def beta_parameters(self) -> list[nn.Parameter]:
+        return list(self.betas)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def branch_weights(self) -> list[torch.Tensor]:
+        """softmax(beta / softmax_temp) per block, over its outgoing edges."""
+        return [F.softmax(b / self.temp, dim=-1) for b in self.betas]
+
+    def all_indices(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Indices selecting every candidate op (the full relaxation)."""
+        dev = self.betas[0].device
+        head = [torch.arange(a.shape[1], device=dev).repeat(a.shape[0], 1) for a in self.head_alphas]
+        stack = [torch.arange(a.shape[1], device=dev).repeat(a.shape[0], 1) for a in self.stack_alphas]
+        return head, stack
+
+    # -- forward -----------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, head_index: OpIndices | None = None,
+                stack_index: OpIndices | None = None) -> torch.Tensor:
+        if head_index is None or stack_index is None:
+            head_index, stack_index = self.all_indices()
+        space = self.space
+        weights = self.branch_weights()
+        outs: list[torch.Tensor] = [self.stem(x)]
+        for n, b in enumerate(space.routing_blocks):
+            y = None
+            for j, src in enumerate(b.in_edges):
+                beta = weights[src][space.blocks[src].out_edges.index(b.id)]
+                h = beta * self.heads[n][j](outs[src], self.head_alphas[n][j], head_index[n][j])
+                y = h if y is None else y + h
+            for layer, mixed in enumerate(self.stacks[n]):
+                y = mixed(y, self.stack_alphas[n][layer], stack_index[n][layer])
+            outs.append(y)
+        final = space.final
+        z = None
+        for j, src in enumerate(final.in_edges):
+            beta = weights[src][space.blocks[src].out_edges.index(final.id)]
+            h = beta * self.final[j](outs[src])
+            z = h if z is None else z + h
+        return self.classifier(z)

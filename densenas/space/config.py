@@ -1,0 +1,208 @@
+"""Search-space YAML: parsed with yaml.safe_load, validated with pydantic.
+
+A bad file never gets further than this module: every problem becomes one
+DensenasError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from densenas.errors import DensenasError
+from densenas.paths import CONFIGS_DIR
+from densenas.signature import parse_op
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WeightOptim(_Strict):
+    init_lr: float = Field(0.2, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(4e-5, ge=0)
+
+
+class ArchOptim(_Strict):
+    alpha_lr: float = Field(3e-4, gt=0)
+    beta_lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+
+
+class CostSettings(_Strict):
+    type: Literal["latency", "flops", "params"] = "latency"
+    log_base: float = Field(15.0, gt=1)
+    sub_loss_factor: float = Field(0.15, ge=0)
+    skip_reg: bool = False
+
+
+class SearchSettings(_Strict):
+    epochs: int = Field(150, ge=1)
+    arch_update_epoch: int = Field(50, ge=0)
+    val_start_epoch: int = Field(0, ge=0)
+    sample_policy: Literal["prob", "uniform"] = "prob"
+    weight_sample_num: int = Field(1, ge=1)
+    seed: int = 2
+    batch_size: int = Field(64, ge=1)
+    bn_momentum: float = Field(0.1, gt=0, le=1)
+    bn_eps: float = Field(1e-3, gt=0)
+    weight: WeightOptim = WeightOptim()
+    arch: ArchOptim = ArchOptim()
+    cost: CostSettings = CostSettings()
+
+
+class BlockScale(_Strict):
+    ch: list[int] = Field(min_length=2)
+    fm: list[int] = Field(min_length=2)
+    stage: list[int] = Field(min_length=3)
+    num_layers: list[int] = Field(min_length=2)
+
+    @field_validator("ch", "fm")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        for i, x in enumerate(v):
+            if x <= 0:
+                raise ValueError(f"entry {i} is {x}; must be positive")
+        return v
+
+    @field_validator("num_layers", "stage")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        for i, x in enumerate(v):
+            if x < 0:
+                raise ValueError(f"entry {i} is {x}; must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "BlockScale":
+        n = len(self.ch)
+        if len(self.fm) != n:
+            raise ValueError(f"fm has {len(self.fm)} entries but ch has {n}; give one fm size per block")
+        if len(self.num_layers) != n:
+            raise ValueError(f"num_layers has {len(self.num_layers)} entries but ch has {n}")
+        if len(self.stage) != n + 1:
+            raise ValueError(
+                f"stage has {len(self.stage)} entries; need {n + 1} (one per block, then the final conv's)"
+            )
+        if any(b < a for a, b in zip(self.stage, self.stage[1:])):
+            raise ValueError("stage ids must not decrease")
+        return self
+
+
+class Primitives(_Strict):
+    head: list[str] = Field(min_length=1)
+    stack: list[str] = Field(min_length=1)
+
+    @field_validator("head", "stack")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            spec = parse_op(name)  # raises DensenasError naming the op
+            if spec.kind in ("conv1_1", "classifier") or spec.kind.startswith("stem"):
+                raise ValueError(f"{name!r} cannot be a candidate op")
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate op names")
+        return v
+
+
+class SpaceConfig(_Strict):
+    """A search space as the YAML file states it."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    input_size: int = Field(gt=0)
+    num_classes: int = Field(100, ge=2)
+    stem: Literal["mbv2", "resnet"]
+    init_dim: int = Field(gt=0)
+    head_dim: int | None = Field(None, gt=0)
+    last_dim: int = Field(gt=0)
+    final_conv_in_derived: bool = True
+    softmax_temp: float = Field(1.0, gt=0)
+    primitives: Primitives
+    adjoin_connect_nums: list[int] = Field(min_length=1)
+    blocks: BlockScale
+    search: SearchSettings = SearchSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpaceConfig":
+        if self.stem == "mbv2" and self.head_dim is None:
+            raise ValueError("head_dim is required when stem is mbv2")
+        if self.stem == "mbv2" and self.head_dim != self.blocks.ch[0]:
+            raise ValueError(f"head_dim {self.head_dim} must equal blocks.ch[0] ({self.blocks.ch[0]}), the stem's output")
+        if self.stem == "resnet" and self.init_dim != self.blocks.ch[0]:
+            raise ValueError(f"init_dim {self.init_dim} must equal blocks.ch[0] ({self.blocks.ch[0]}), the stem's output")
+        if self.input_size != 2 * self.blocks.fm[0]:
+            raise ValueError(
+                f"blocks.fm[0] is {self.blocks.fm[0]} but the stride-2 stem maps input_size {self.input_size} to {self.input_size // 2}"
+            )
+        stages = self.blocks.stage[:-1]
+        if max(stages) >= len(self.adjoin_connect_nums):
+            raise ValueError(
+                f"adjoin_connect_nums has {len(self.adjoin_connect_nums)} entries but blocks use stage {max(stages)}"
+            )
+        return self
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def shipped_spaces() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(CONFIGS_DIR.glob("*.yaml")) if _is_space_file(p)}
+
+
+def _is_space_file(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "blocks" in data and "primitives" in data
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A shipped space name (``mbv2``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise DensenasError(f"{name_or_path}: search-space file not found")
+        return p
+    shipped = shipped_spaces()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise DensenasError(
+        f"unknown search space {name_or_path!r}; shipped: {', '.join(shipped)} (or give a path to a YAML file)"
+    )
+
+
+def load_space_config(name_or_path: str) -> SpaceConfig:
+    path = resolve_space_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{path}: cannot read search-space file ({exc})") from None
+    return parse_space_config(text, source=str(path))
+
+
+def parse_space_config(text: str, *, source: str = "<space>") -> SpaceConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise DensenasError(f"{source}:{where} malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise DensenasError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return SpaceConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = first.get("msg", "invalid").removeprefix("Value error, ")
+        raise DensenasError(f"{source}: field {_field_path(first.get('loc', ()))}: {msg}") from None
+    except DensenasError as exc:
+        raise DensenasError(f"{source}: field primitives: {exc}") from None

@@ -1,0 +1,297 @@
+"""The profiler interface. The base class owns the checks and the protocol, once; a
+backend supplies only how to prepare one op and how to time ``n`` calls of it
+(Polygraphy's ``BaseRunner.infer`` / ``infer_impl`` split)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from profilers import hostinfo
+from profilers.errors import ProfilerError, ProfilerUnavailable
+from profilers.protocol import Prepared, Protocol, run_protocol
+from profilers.stats import Measurement
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+K = TypeVar("K", bound=Hashable)
+
+PRECISIONS = ("fp32", "fp16")
+NULL_INPUT_SHAPE: tuple[int, ...] = (1, 1, 1, 1)
+
+ModuleFactory = Callable[[], "nn.Module"]
+OnDone = Callable[[K, Measurement], None]
+
+
+def _null_op() -> nn.Module:
+    from torch import nn
+
+    class NullOp(nn.Module):
+        """``x * 1``: one trivial kernel, so a call pays the backend's dispatch and launch
+        costs and nothing else. A bare identity would launch nothing on eager CUDA."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1
+
+    return NullOp()
+
+
+def check_input_shape(input_shape: object) -> tuple[int, ...]:
+    """A shape is a non-empty sequence of positive ints; anything else is a ProfilerError."""
+    if (
+        not isinstance(input_shape, Sequence)
+        or isinstance(input_shape, str)
+        or len(input_shape) == 0
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+    ):
+        raise ProfilerError(f"input_shape must be a non-empty sequence of positive ints, got {input_shape!r}")
+    return tuple(input_shape)
+
+
+class Profiler(ABC):
+    """Measures the latency of a torch module at an input shape on one backend.
+
+    Use as a context manager (``with TorchCPUProfiler(threads=4) as p: ...``) to hold
+    the backend's settings (thread count, cuDNN autotuning) across many calls; the
+    public methods also work outside one, activating for the duration of the call.
+    """
+
+    name: ClassVar[str]
+    device_kind: ClassVar[str]  # "cpu" or "cuda"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def __init__(
+        self,
+        *,
+        threads: int | None = None,
+        precision: str = "fp32",
+        device_index: int = 0,
+        cache_dir: str | None = None,
+        protocol: Protocol | None = None,
+    ) -> None:
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ProfilerError(f"{self.name}: threads must be a positive integer or None, got {threads!r}")
+        if precision not in PRECISIONS:
+            raise ProfilerError(f"{self.name}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in self.precisions:
+            raise ProfilerError(
+                f"{self.name}: precision {precision!r} is not supported on this backend "
+                f"(supported: {', '.join(self.precisions)}); use precision 'fp32' or a GPU backend"
+            )
+        if not isinstance(device_index, int) or isinstance(device_index, bool) or device_index < 0:
+            raise ProfilerError(f"{self.name}: device_index must be a non-negative integer, got {device_index!r}")
+        if protocol is not None and not isinstance(protocol, Protocol):
+            raise ProfilerError(f"{self.name}: protocol must be a profilers.Protocol, got {type(protocol).__name__}")
+        self.threads = threads
+        self.precision = precision
+        self.device_index = device_index
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.protocol = protocol if protocol is not None else Protocol()
+        self._active = False
+
+    # --- what a backend provides -------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether the backend can run here; the reason is one line naming the fix when not."""
+
+    @classmethod
+    @abstractmethod
+    def backend_version(cls) -> str | None:
+        """Version of the library doing the work (torch, onnxruntime, tensorrt)."""
+
+    @property
+    @abstractmethod
+    def timing_scope(self) -> str:
+        """One sentence: exactly what the timed interval contains and excludes."""
+
+    @abstractmethod
+    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
+        """Make one op ready to run: place weights, build a session, allocate the input."""
+
+    @abstractmethod
+    def _fingerprint_extra(self) -> dict[str, object]:
+        """Backend-specific facts that change the numbers (provider, GPU, cuDNN flags...)."""
+
+    def _activate(self) -> None:
+        """Apply process-wide settings (thread count...) for the measurement's duration."""
+
+    def _deactivate(self) -> None:
+        """Undo ``_activate``."""
+
+    def _null_module(self) -> nn.Module:
+        """The op whose latency is the backend's fixed per-call overhead."""
+        return _null_op()
+
+    def device_name(self) -> str:
+        return hostinfo.cpu_model()
+
+    def threads_in_effect(self) -> int:
+        """Host threads the backend computes with: the requested count, else torch's default."""
+        if self.threads is not None:
+            return self.threads
+        import torch
+
+        return torch.get_num_threads()
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def check_available(self) -> None:
+        ok, reason = self.available()
+        if not ok:
+            message = reason if reason.startswith(f"{self.name}:") else f"{self.name}: {reason}"
+            raise ProfilerUnavailable(message)
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def activate(self) -> None:
+        if self._active:
+            return
+        self.check_available()
+        self._activate()
+        self._active = True
+
+    def deactivate(self) -> None:
+        if not self._active:
+            return
+        try:
+            self._deactivate()
+        finally:
+            self._active = False
+
+    def __enter__(self) -> Profiler:
+        self.activate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+    @contextlib.contextmanager
+    def _activated(self) -> Iterator[None]:
+        if self._active:
+            yield
+            return
+        self.activate()
+        try:
+            yield
+        finally:
+            self.deactivate()
+
+    # --- measuring -----------------------------------------------------------------
+
+    def measure(self, module: nn.Module, input_shape: Sequence[int]) -> Measurement:
+        """One op through the full protocol."""
+        result = self.measure_many([("op", lambda: module, input_shape)])
+        return result["op"]
+
+    def measure_many(
+        self,
+        items: Iterable[tuple[K, ModuleFactory, Sequence[int]]],
+        on_done: OnDone[K] | None = None,
+    ) -> dict[K, Measurement]:
+        """Measure many ops, ``protocol.chunk_size`` at a time.
+
+        Modules are built from their factories only when their chunk comes up and are
+        dropped after it, so a large space never sits in memory at once. ``on_done``
+        is called for every op of a chunk as soon as that chunk is measured, so a
+        caller that saves there loses at most one chunk to a kill.
+        """
+        results: dict[K, Measurement] = {}
+        with self._activated():
+            iterator = iter(items)
+            while chunk := list(itertools.islice(iterator, self.protocol.chunk_size)):
+                for key, measurement in self._measure_chunk(chunk, seen=results).items():
+                    results[key] = measurement
+                    if on_done is not None:
+                        on_done(key, measurement)
+        return results
+
+    def _measure_chunk(
+        self, chunk: list[tuple[K, ModuleFactory, Sequence[int]]], *, seen: dict[K, Measurement]
+    ) -> dict[K, Measurement]:
+        prepared: dict[K, Prepared] = {}
+        try:
+            for item in chunk:
+                if not isinstance(item, tuple) or len(item) != 3:
+                    raise ProfilerError(f"{self.name}: items must be (key, module_factory, input_shape), got {item!r}")
+                key, factory, shape = item
+                if key in prepared or key in seen:
+                    raise ProfilerError(f"{self.name}: duplicate key {key!r} in measure_many items")
+                prepared[key] = self._prepare_one(key, factory, check_input_shape(shape))
+            return run_protocol(prepared, self.protocol)
+        finally:
+            for p in prepared.values():
+                p.close()
+
+    def _prepare_one(self, key: Hashable, factory: ModuleFactory, shape: tuple[int, ...]) -> Prepared:
+        import torch
+        from torch import nn
+
+        if not callable(factory):
+            raise ProfilerError(f"{self.name}: module_factory for {key!r} is not callable: {factory!r}")
+        # Seeded weights make runs repeatable (CPU speed can depend on values, e.g. denormals)
+        # and make exported graphs byte-identical, so engine caches hit.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.protocol.seed)
+            module = factory()
+        if not isinstance(module, nn.Module):
+            raise ProfilerError(
+                f"{self.name}: module_factory for {key!r} returned {type(module).__name__}, not a torch.nn.Module"
+            )
+        try:
+            return self._prepare(module.eval(), shape)
+        except ProfilerError:
+            raise
+        except Exception as exc:  # a backend failure on one op: name the op and the shape
+            raise ProfilerError(
+                f"{self.name}: could not prepare op {key!r} at input shape {shape}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def overhead(self) -> Measurement:
+        """The fixed cost of one call (a null op on a tiny input), measured like any op,
+        so a network prediction can count it once rather than once per op."""
+        return self.measure(self._null_module(), NULL_INPUT_SHAPE)
+
+    def example_input(self, input_shape: Sequence[int]) -> torch.Tensor:
+        """A seeded standard-normal fp32 CPU tensor: the same input on every backend."""
+        import torch
+
+        generator = torch.Generator().manual_seed(self.protocol.seed)
+        return torch.randn(tuple(input_shape), generator=generator)
+
+    # --- provenance ----------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, object]:
+        """Everything that affects the numbers, for a LUT's provenance."""
+        facts: dict[str, object] = {
+            "backend": self.name,
+            "backend_version": self.backend_version(),
+            "device_kind": self.device_kind,
+            "device": self.device_name(),
+            "threads": self.threads_in_effect(),
+            "precision": self.precision,
+            "timing_scope": self.timing_scope,
+            "protocol": self.protocol.to_dict(),
+            "versions": hostinfo.library_versions(),
+        }
+        facts.update(hostinfo.host_facts())
+        facts.update(self._fingerprint_extra())
+        return facts
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(threads={self.threads!r}, precision={self.precision!r}, "
+            f"device_index={self.device_index!r})"
+        )
