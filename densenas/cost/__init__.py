@@ -1,0 +1,7 @@
+"""Cost model: per-op cost tables (LUT latency, MACs or params) and chained cost estimation."""
+
+from densenas.cost.chained import chained_cost, chained_cost_breakdown
+from densenas.cost.derived import ArchCost, arch_cost
+from densenas.cost.tables import CostTables
+
+__all__ = ["ArchCost", "CostTables", "arch_cost", "chained_cost", "chained_cost_breakdown"]

@@ -1,0 +1,49 @@
+"""The exact cost of a derived architecture: the sum along its path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from densenas.arch import Arch
+from densenas.errors import DensenasError
+
+
+@dataclass
+class ArchCost:
+    total: float
+    unit: str
+    sum_of_ops: float
+    network_offset: float
+    per_block: list[dict] = field(default_factory=list)  # stem, blocks, final conv + classifier
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "unit": self.unit, "sum_of_ops": self.sum_of_ops,
+                "network_offset": self.network_offset, "blocks": self.per_block}
+
+
+def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | None = None) -> ArchCost:
+    """Predicted latency of a derived network from a LUT: each op charged its median
+    less the per-call overhead, the overhead and calibration added once."""
+    batch = batch or lut.batch
+    precision = precision or lut.precision
+    if arch.input_size != lut.input_size and lut.input_size:
+        raise DensenasError(
+            f"LUT was measured for {lut.input_size}x{lut.input_size} inputs, the architecture takes {arch.input_size}x{arch.input_size}"
+        )
+    sigs = [sig.with_run(batch, precision) for _, _, sig in arch.layers()]
+    lut.require(sigs, batch=batch, precision=precision)
+    overhead = float(lut.overhead_ms)
+    cal = lut.calibration or {}
+    scale = float(cal.get("scale", 1.0))
+    offset = overhead + float(cal.get("network_offset_ms", 0.0))
+    groups: dict[str, float] = {}
+    order: list[str] = []
+    for (role, idx, _), sig in zip(arch.layers(), sigs):
+        name = "stem" if role == "stem" else ("head+classifier" if role in ("final", "classifier") else f"block {idx}")
+        if name not in groups:
+            groups[name] = 0.0
+            order.append(name)
+        groups[name] += max(lut.latency_ms(sig) - overhead, 0.0)
+    total_ops = sum(groups.values())
+    per_block = [{"name": n, "latency_ms": scale * groups[n]} for n in order]
+    return ArchCost(scale * total_ops + offset, "ms", total_ops, offset, per_block)

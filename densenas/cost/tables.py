@@ -1,0 +1,109 @@
+"""Per-op costs of a search space, laid out like its architecture parameters.
+
+A LUT row's median includes the backend's fixed per-call overhead; a network pays it
+once, not once per op, so each op is charged ``median - overhead`` and the network
+total adds the overhead back once (plus any calibration stored in the LUT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from densenas.errors import DensenasError
+from densenas.signature import OpSignature
+from densenas.space import SearchSpace
+
+COST_TYPES = ("latency", "flops", "params")
+
+
+@dataclass
+class CostTables:
+    """``head[n]``: (branches, head ops); ``stack[n]``: (layers, stack ops) for routing
+    block n (0-based over blocks 1..n-1); ``final``: (final branches,)."""
+
+    cost_type: str
+    unit: str
+    stem: float
+    classifier: float
+    head: list[torch.Tensor]
+    stack: list[torch.Tensor]
+    final: torch.Tensor
+    network_offset: float = 0.0  # per-network term: per-call overhead + calibration offset
+    scale: float = 1.0  # calibration: multiplies the sum of ops
+
+    def to(self, device: torch.device | str) -> "CostTables":
+        return CostTables(self.cost_type, self.unit, self.stem, self.classifier,
+                          [t.to(device) for t in self.head], [t.to(device) for t in self.stack],
+                          self.final.to(device), self.network_offset, self.scale)
+
+    def total(self, sum_of_ops: torch.Tensor | float) -> torch.Tensor | float:
+        """Network cost from the sum of its ops: calibration scale, then the per-network term."""
+        return self.scale * sum_of_ops + self.network_offset
+
+    @classmethod
+    def build(cls, space: SearchSpace, cost_type: str = "latency", *, lut=None, batch: int | None = None,
+              precision: str | None = None, num_classes: int | None = None, skip_reg: bool | None = None) -> "CostTables":
+        if cost_type not in COST_TYPES:
+            raise DensenasError(f"unknown cost type {cost_type!r}; choose one of {', '.join(COST_TYPES)}")
+        skip_reg = space.config.search.cost.skip_reg if skip_reg is None else skip_reg
+        if cost_type == "latency":
+            if lut is None:
+                raise DensenasError("cost type latency needs a LUT (--lut)")
+            batch = batch or lut.batch
+            precision = precision or lut.precision
+            sigs = space.unique_signatures(batch, precision, num_classes)
+            lut.require(sigs, batch=batch, precision=precision, input_size=space.input_size)
+            overhead = float(lut.overhead_ms)
+            cal = lut.calibration or {}
+
+            def cost(sig: OpSignature) -> float:
+                return max(lut.latency_ms(sig.with_run(batch, precision)) - overhead, 0.0)
+
+            offset = overhead + float(cal.get("network_offset_ms", 0.0))
+            scale = float(cal.get("scale", 1.0))
+            unit = "ms"
+        else:
+            counter = _macs if cost_type == "flops" else _params
+
+            def cost(sig: OpSignature) -> float:
+                return counter(sig) / 1e6
+
+            offset, scale, unit = 0.0, 1.0, "M MACs" if cost_type == "flops" else "M params"
+        return cls._from_costs(space, cost, cost_type, unit, offset, scale, num_classes, skip_reg)
+
+    @classmethod
+    def _from_costs(cls, space, cost, cost_type, unit, offset, scale, num_classes, skip_reg) -> "CostTables":
+        head, stack = [], []
+        stack_ops = space.stack_primitives
+        for b in space.routing_blocks:
+            head.append(torch.tensor(
+                [[cost(space.head_signature(b.id, src, op)) for op in space.head_primitives] for src in b.in_edges],
+                dtype=torch.float64).reshape(len(b.in_edges), len(space.head_primitives)))
+            row = [cost(space.stack_signature(b.id, op)) for op in stack_ops]
+            if skip_reg and "skip_connect" in stack_ops:
+                # the paper's skip_reg: a skipped layer is charged a tenth of the first op
+                row[stack_ops.index("skip_connect")] = row[0] / 10.0
+            stack.append(torch.tensor([row] * b.num_layers, dtype=torch.float64).reshape(b.num_layers, len(stack_ops)))
+        final = torch.tensor([cost(space.final_signature(src)) for src in space.final.in_edges], dtype=torch.float64)
+        stem = sum(cost(sig) for sig in space.stem_signatures())
+        classifier = cost(space.classifier_signature(num_classes))
+        return cls(cost_type, unit, stem, classifier, head, stack, final, offset, scale)
+
+
+@lru_cache(maxsize=4096)
+def _macs(sig: OpSignature) -> int:
+    from densenas.counting import count_macs
+    from densenas.ops import input_shape_for_signature, module_for_signature
+
+    return count_macs(module_for_signature(sig), input_shape_for_signature(sig.with_run(1, "fp32")))
+
+
+@lru_cache(maxsize=4096)
+def _params(sig: OpSignature) -> int:
+    from densenas.counting import count_params
+    from densenas.ops import module_for_signature
+
+    return count_params(module_for_signature(sig))
