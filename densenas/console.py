@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -19,8 +20,8 @@ def print_json(obj: Any) -> None:
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}")
+    err.print(f"[yellow]warning:[/yellow] {escape(msg)}", soft_wrap=True)
 
 
 def info(msg: str) -> None:
-    err.print(msg)
+    err.print(escape(msg), soft_wrap=True)
