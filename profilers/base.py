@@ -5,6 +5,7 @@ backend supplies only how to prepare one op and how to time ``n`` calls of it
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -192,8 +193,9 @@ class Profiler(ABC):
     # --- measuring -----------------------------------------------------------------
 
     def measure(self, module: nn.Module, input_shape: Sequence[int]) -> Measurement:
-        """One op through the full protocol."""
-        result = self.measure_many([("op", lambda: module, input_shape)])
+        """One op through the full protocol. The module is copied, so the caller's is not
+        moved to another device or dtype."""
+        result = self.measure_many([("op", lambda: copy.deepcopy(module), input_shape)])
         return result["op"]
 
     def measure_many(
@@ -250,13 +252,18 @@ class Profiler(ABC):
             raise ProfilerError(
                 f"{self.name}: module_factory for {key!r} returned {type(module).__name__}, not a torch.nn.Module"
             )
+        prepared: Prepared | None = None
         try:
-            return self._prepare(module.eval(), shape)
-        except ProfilerError:
-            raise
-        except Exception as exc:  # a backend failure on one op: name the op and the shape
+            prepared = self._prepare(module.eval(), shape)
+            prepared.run(1)  # fail here, naming the op, rather than midway through a chunk
+            return prepared
+        except Exception as exc:
+            if prepared is not None:
+                prepared.close()
+            if isinstance(exc, ProfilerError):
+                raise
             raise ProfilerError(
-                f"{self.name}: could not prepare op {key!r} at input shape {shape}: {type(exc).__name__}: {exc}"
+                f"{self.name}: op {key!r} failed at input shape {shape}: {type(exc).__name__}: {exc}"
             ) from exc
 
     def overhead(self) -> Measurement:
@@ -275,6 +282,7 @@ class Profiler(ABC):
 
     def fingerprint(self) -> dict[str, object]:
         """Everything that affects the numbers, for a LUT's provenance."""
+        self.check_available()
         facts: dict[str, object] = {
             "backend": self.name,
             "backend_version": self.backend_version(),

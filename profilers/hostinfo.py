@@ -93,7 +93,7 @@ def nvidia_smi(index: int) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {}
     values = [v.strip() for v in out.splitlines()[0].split(",")] if out else []
-    return dict(zip(query, values)) if len(values) == len(query) else {}
+    return dict(zip(query, values, strict=True)) if len(values) == len(query) else {}
 
 
 def cuda_device_facts(index: int) -> dict[str, object]:

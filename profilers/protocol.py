@@ -95,16 +95,23 @@ class _OpState:
 
 
 def _warm_up(state: _OpState, protocol: Protocol) -> None:
-    """Run the op, doubling the batch of calls, until ``warmup_s`` of wall time has passed;
-    then choose the calls per sample from the last (largest, so most precise) batch."""
+    """Run the op in batches of doubling size until ``warmup_s`` of wall time has passed
+    and the last batch lasted at least one sample; size samples from that batch.
+
+    The first call (lazy initialisation, autotuning) never sizes samples: there are
+    always at least two batches.
+    """
     n = 1
     wall = 0.0
+    batches = 0
     while True:
         t0 = time.perf_counter()
         elapsed = state.prepared.run(n)
         wall += time.perf_counter() - t0
+        batches += 1
         per_iter = max(elapsed / n, _MIN_ITER_S)
-        if wall >= protocol.warmup_s:
+        long_enough = elapsed >= protocol.min_sample_s or n >= _MAX_ITERS_PER_SAMPLE
+        if batches >= 2 and wall >= protocol.warmup_s and long_enough:
             break
         n = min(2 * n, _MAX_ITERS_PER_SAMPLE)
     state.iters = max(1, min(_MAX_ITERS_PER_SAMPLE, math.ceil(protocol.min_sample_s / per_iter)))
@@ -152,9 +159,7 @@ class RoundRobin(Generic[K]):
         finally:
             if gc_was_enabled:
                 gc.enable()
-        return {
-            k: Measurement.from_times_s(s.times_s, rounds=s.rounds) for k, s in self.states.items()
-        }
+        return {k: Measurement.from_times_s(s.times_s, rounds=s.rounds) for k, s in self.states.items()}
 
     def _sample(self, state: _OpState) -> None:
         for _ in range(self.protocol.samples_per_round):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class Measurement:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> Measurement:
+    def from_dict(cls, d: Mapping[str, Any]) -> Measurement:
         """Read back ``to_dict`` output; a missing or mistyped field is a ProfilerError naming it."""
         kwargs: dict[str, float | int] = {}
         for f in fields(cls):
@@ -69,7 +70,7 @@ class Measurement:
                 raise ProfilerError(f"measurement is missing field {f.name!r}")
             value = d[f.name]
             try:
-                kwargs[f.name] = int(value) if f.type == "int" else float(value)  # type: ignore[arg-type]
+                kwargs[f.name] = int(value) if f.type == "int" else float(value)
             except (TypeError, ValueError):
                 raise ProfilerError(f"measurement field {f.name!r} is not a number: {value!r}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
