@@ -14,7 +14,7 @@ class ArchCost:
     unit: str
     sum_of_ops: float
     network_offset: float
-    per_block: list[dict] = field(default_factory=list)  # stem, blocks, final conv + classifier
+    per_block: list[dict] = field(default_factory=list)  # stem, each block, final conv + classifier
 
     def to_dict(self) -> dict:
         return {"total": self.total, "unit": self.unit, "sum_of_ops": self.sum_of_ops,
@@ -36,14 +36,19 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
     cal = lut.calibration or {}
     scale = float(cal.get("scale", 1.0))
     offset = overhead + float(cal.get("network_offset_ms", 0.0))
-    groups: dict[str, float] = {}
-    order: list[str] = []
+    groups: dict[str, dict] = {}
     for (role, idx, _), sig in zip(arch.layers(), sigs):
-        name = "stem" if role == "stem" else ("head+classifier" if role in ("final", "classifier") else f"block {idx}")
-        if name not in groups:
-            groups[name] = 0.0
-            order.append(name)
-        groups[name] += max(lut.latency_ms(sig) - overhead, 0.0)
-    total_ops = sum(groups.values())
-    per_block = [{"name": n, "latency_ms": scale * groups[n]} for n in order]
+        if role == "stem":
+            key, block_id = "stem", None
+        elif role in ("final", "classifier"):
+            key = "final conv + classifier" if arch.final_conv is not None else "classifier"
+            block_id = None
+        else:
+            key, block_id = f"block {idx}", arch.blocks[idx].block_id
+        g = groups.setdefault(key, {"name": key, "block_id": block_id, "ops": [], "sum": 0.0})
+        g["ops"].append(sig.op)
+        g["sum"] += max(lut.latency_ms(sig) - overhead, 0.0)
+    total_ops = sum(g["sum"] for g in groups.values())
+    per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"], "latency_ms": scale * g["sum"]}
+                 for g in groups.values()]
     return ArchCost(scale * total_ops + offset, "ms", total_ops, offset, per_block)

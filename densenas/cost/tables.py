@@ -22,7 +22,11 @@ COST_TYPES = ("latency", "flops", "params")
 @dataclass
 class CostTables:
     """``head[n]``: (branches, head ops); ``stack[n]``: (layers, stack ops) for routing
-    block n (0-based over blocks 1..n-1); ``final``: (final branches,)."""
+    block n (0-based over blocks 1..n-1); ``final``: (final branches,): the supernet's
+    conv1_1 per branch; ``derived_tail``: (final branches,): what a derived network
+    pays after its last block when that block is the branch's source (final conv +
+    classifier, or only a classifier on the block's width when the space's derived
+    networks have no final conv, as the ResNet space)."""
 
     cost_type: str
     unit: str
@@ -33,11 +37,14 @@ class CostTables:
     final: torch.Tensor
     network_offset: float = 0.0  # per-network term: per-call overhead + calibration offset
     scale: float = 1.0  # calibration: multiplies the sum of ops
+    derived_tail: torch.Tensor | None = None
+    source: str = ""  # what the costs come from, for messages ("LUT luts/x.json", "computed MACs")
 
     def to(self, device: torch.device | str) -> "CostTables":
         return CostTables(self.cost_type, self.unit, self.stem, self.classifier,
                           [t.to(device) for t in self.head], [t.to(device) for t in self.stack],
-                          self.final.to(device), self.network_offset, self.scale)
+                          self.final.to(device), self.network_offset, self.scale,
+                          None if self.derived_tail is None else self.derived_tail.to(device), self.source)
 
     def total(self, sum_of_ops: torch.Tensor | float) -> torch.Tensor | float:
         """Network cost from the sum of its ops: calibration scale, then the per-network term."""
@@ -65,6 +72,7 @@ class CostTables:
             offset = overhead + float(cal.get("network_offset_ms", 0.0))
             scale = float(cal.get("scale", 1.0))
             unit = "ms"
+            source = f"LUT {lut.source}"
         else:
             counter = _macs if cost_type == "flops" else _params
 
@@ -72,7 +80,10 @@ class CostTables:
                 return counter(sig) / 1e6
 
             offset, scale, unit = 0.0, 1.0, "M MACs" if cost_type == "flops" else "M params"
-        return cls._from_costs(space, cost, cost_type, unit, offset, scale, num_classes, skip_reg)
+            source = "computed MACs" if cost_type == "flops" else "computed params"
+        tables = cls._from_costs(space, cost, cost_type, unit, offset, scale, num_classes, skip_reg)
+        tables.source = source
+        return tables
 
     @classmethod
     def _from_costs(cls, space, cost, cost_type, unit, offset, scale, num_classes, skip_reg) -> "CostTables":
@@ -90,15 +101,29 @@ class CostTables:
         final = torch.tensor([cost(space.final_signature(src)) for src in space.final.in_edges], dtype=torch.float64)
         stem = sum(cost(sig) for sig in space.stem_signatures())
         classifier = cost(space.classifier_signature(num_classes))
-        return cls(cost_type, unit, stem, classifier, head, stack, final, offset, scale)
+        if space.config.final_conv_in_derived:
+            tail = final + classifier
+        else:
+            tail = torch.tensor([cost(space.classifier_signature(num_classes, c_in=space.blocks[src].ch))
+                                 for src in space.final.in_edges], dtype=torch.float64)
+        return cls(cost_type, unit, stem, classifier, head, stack, final, offset, scale, tail)
 
 
 @lru_cache(maxsize=4096)
 def _macs(sig: OpSignature) -> int:
-    from densenas.counting import count_macs
+    """Multiply-adds of one op by torch's FLOP counter, run on the meta device: shapes
+    only, no arithmetic (the same counts as a real forward, about 15x faster at 224x224)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from densenas.ops import input_shape_for_signature, module_for_signature
 
-    return count_macs(module_for_signature(sig), input_shape_for_signature(sig.with_run(1, "fp32")))
+    with torch.device("meta"):
+        module = module_for_signature(sig)
+        x = torch.empty(input_shape_for_signature(sig.with_run(1, "fp32")))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops() // 2
 
 
 @lru_cache(maxsize=4096)
@@ -106,4 +131,5 @@ def _params(sig: OpSignature) -> int:
     from densenas.counting import count_params
     from densenas.ops import module_for_signature
 
-    return count_params(module_for_signature(sig))
+    with torch.device("meta"):
+        return count_params(module_for_signature(sig))
