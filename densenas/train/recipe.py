@@ -1,0 +1,221 @@
+"""Retraining settings: a YAML recipe (``configs/train/*.yaml``) validated with pydantic,
+and the learning-rate schedule it implies.
+
+The defaults are the paper's retraining recipe (``configs/imagenet_train_cfg.py`` of its
+code release): SGD with momentum 0.9, a per-step cosine schedule from ``lr`` down to
+``min_lr``, weight decay 4e-5 on every parameter, label smoothing 0.1, BN momentum 0.1
+and eps 1e-3, an optional linear warm-up. A bad field is one DensenasError naming the
+file (or the command-line option) and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from densenas.arch import Arch
+from densenas.errors import DensenasError
+from densenas.paths import CONFIGS_DIR
+
+TRAIN_CONFIGS_DIR = CONFIGS_DIR / "train"
+DIGITS_RECIPE = "digits"
+DEFAULT_RECIPE = "default"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Warmup(_Strict):
+    """Linear warm-up from ``init_lr`` to the recipe's ``lr`` over ``epochs`` epochs (0: none)."""
+
+    epochs: int = Field(0, ge=0)
+    init_lr: float = Field(1e-4, ge=0)
+
+
+class TrainRecipe(_Strict):
+    """Everything that decides what a retraining run computes (so a resume can check it)."""
+
+    epochs: int = Field(240, ge=1)
+    batch_size: int = Field(1024, ge=1, description="global: split evenly across DDP ranks")
+    lr: float = Field(0.5, gt=0)
+    min_lr: float = Field(1e-5, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(4e-5, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    warmup: Warmup = Warmup()
+    bn_momentum: float = Field(0.1, gt=0, le=1)
+    bn_eps: float = Field(1e-3, gt=0)
+    seed: int = Field(0, ge=0)
+    augment: bool = Field(True, description="random shifts of up to 2 pixels on the train split")
+    image_size: int | None = Field(None, gt=0, description="None: the arch's input size (32 for a --model)")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "TrainRecipe":
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
+        return self
+
+    def with_overrides(self, **options: Any) -> "TrainRecipe":
+        """The recipe with command-line values put over it (None: keep the recipe's);
+        keys are field names, reported back as ``--option-name``."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if not given:
+            return self
+        try:
+            return TrainRecipe.model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = first.get("loc", ())
+            name = str(loc[0]) if loc else next(iter(given))
+            where = f"--{name.replace('_', '-')}" if name in given else f"field {_field_path(loc)}"
+            raise DensenasError(f"{where}: {_msg(first)}") from None
+
+    def steps(self, steps_per_epoch: int) -> tuple[int, int]:
+        """(warm-up steps, total steps) of the run."""
+        return self.warmup.epochs * steps_per_epoch, self.epochs * steps_per_epoch
+
+
+def lr_at(recipe: TrainRecipe, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based), as the paper's scheduler:
+    linear warm-up, then half a cosine from ``lr`` to ``min_lr`` over the remaining steps
+    (a run no longer than its warm-up is all warm-up)."""
+    warm, total = recipe.steps(steps_per_epoch)
+    if step < warm:
+        return recipe.warmup.init_lr + (recipe.lr - recipe.warmup.init_lr) * step / warm
+    period = max(total - warm, 1)
+    t = min(step - warm, period)
+    return recipe.min_lr + (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * t / period)) / 2
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TRAIN_CONFIGS_DIR.glob("*.yaml"))}
+
+
+def default_recipe_name(data: str) -> str:
+    """Tuned settings for the built-in digits, the paper's ImageNet settings otherwise."""
+    return DIGITS_RECIPE if data == "digits" else DEFAULT_RECIPE
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise DensenasError(f"{name_or_path}: training recipe file not found")
+        return p
+    shipped = shipped_recipes()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise DensenasError(
+        f"unknown training recipe {name_or_path!r}; shipped: {', '.join(shipped) or 'none'} (or give a path to a YAML file)"
+    )
+
+
+def load_recipe(name_or_path: str) -> TrainRecipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{path}: cannot read training recipe ({exc})") from None
+    return parse_recipe(text, source=str(path))
+
+
+def parse_recipe(text: str, *, source: str = "<recipe>") -> TrainRecipe:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise DensenasError(f"{source}:{where} malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise DensenasError(f"{source}: a training recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return TrainRecipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise DensenasError(f"{source}: field {_field_path(first.get('loc', ()))}: {_msg(first)}") from None
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _msg(error: Any) -> str:
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+# -- a run's resolved settings ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One ``densenas train`` invocation, resolved: what to train, on what, where."""
+
+    recipe: TrainRecipe
+    arch: Arch | None = None
+    model: str | None = None
+    data: str = "digits"
+    run_dir: Path | None = None
+    resume: bool = False
+    device: str = "cpu"
+    workers: int | None = None
+
+
+def build_job(
+    *,
+    arch: str | Path | None = None,
+    model: str | None = None,
+    data: str = "digits",
+    config: str | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    workers: int | None = None,
+    **overrides: Any,
+) -> TrainJob:
+    """A TrainJob from command-line values: the recipe (``config``, or the one tuned for
+    ``data``) with the given options put over it, and the architecture loaded and checked."""
+    from densenas.arch import load_arch
+
+    if (arch is None) == (model is None):
+        raise DensenasError("give exactly one of --arch (a searched network) and --model (a torchvision model)")
+    if workers is not None and workers < 0:
+        raise DensenasError(f"--workers must be >= 0, got {workers}")
+    if run_dir is not None and not resume and (Path(run_dir) / "checkpoint.pt").is_file():
+        raise DensenasError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
+    recipe = load_recipe(config or default_recipe_name(data)).with_overrides(**overrides)
+    return TrainJob(
+        recipe=recipe,
+        arch=load_arch(arch) if arch is not None else None,
+        model=_check_model(model) if model is not None else None,
+        data=data,
+        run_dir=run_dir,
+        resume=resume,
+        device=device,
+        workers=workers,
+    )
+
+
+def _check_model(name: str) -> str:
+    from densenas.train.evaluate import check_model_name  # imports torchvision: only for --model
+
+    return check_model_name(name)
+
+
+def default_run_dir(job: TrainJob) -> Path:
+    """``runs/train/<space or model>-<time>`` (chosen once, by the launching process or rank 0)."""
+    name = job.model or (job.arch.space if job.arch is not None else "train")
+    return Path("runs") / "train" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
