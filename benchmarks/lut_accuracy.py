@@ -1,0 +1,197 @@
+"""How accurate are the shipped CPU LUTs? One command: `densenas lut validate` for each,
+before and after calibration, with the table written into benchmarks/RESULTS.md and
+docs/lut-accuracy.md and a scatter plot per LUT under docs/.
+
+    python benchmarks/lut_accuracy.py                       # the four shipped CPU LUTs
+    python benchmarks/lut_accuracy.py --profile --threads 1 # profile fresh LUTs here first
+    python benchmarks/lut_accuracy.py --store               # also store the calibrations
+
+"Before" is the plain sum of ops (any calibration already in the LUT is removed for the
+run); "after" is the calibrated prediction, 2-fold cross-validated. A LUT measured on
+another CPU than this one says little here: use --profile to measure one on this machine
+(the LUT's device is printed beside this machine's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from densenas.fileio import write_json, write_text  # noqa: E402
+
+SHIPPED = ["mbv2-tiny=mbv2-tiny/onnxruntime-cpu", "mbv2-tiny=mbv2-tiny/torch-cpu",
+           "mbv2=mbv2/onnxruntime-cpu", "mbv2=mbv2/torch-cpu"]
+BEGIN, END = "<!-- lut-accuracy:begin -->", "<!-- lut-accuracy:end -->"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--luts", nargs="+", default=SHIPPED, metavar="SPACE=LUT",
+                   help="LUTs to validate, each with its space (default: the four shipped CPU LUTs)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile each SPACE on the LUT's backend on this machine first and validate that LUT")
+    p.add_argument("--threads", type=int, default=None, help="with --profile: host threads (default all usable)")
+    p.add_argument("--protocol", default=None, help="with --profile: protocol preset/settings (default: default)")
+    p.add_argument("--samples", type=int, default=30, help="random networks per LUT (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "lut-accuracy", help="scratch folder")
+    p.add_argument("--plots", type=Path, default=ROOT / "docs", help="folder for the scatter PNGs")
+    p.add_argument("--no-remeasure", action="store_true",
+                   help="skip re-timing the networks' ops alongside them (the drift-free check of the model)")
+    p.add_argument("--store", action="store_true", help="store each fitted calibration in the validated LUT file")
+    p.add_argument("--no-write", action="store_true", help="print the table; leave RESULTS.md and the doc alone")
+    return p.parse_args(argv)
+
+
+def backend_of(lut_name: str) -> str:
+    """``mbv2/onnxruntime-cpu`` -> ``onnxruntime``; ``mbv2/torch-cpu`` -> ``torch-cpu``."""
+    base = lut_name.split("/")[-1].split("@")[0].removesuffix(".json")
+    return base if base.startswith("torch-") else base.rsplit("-", 1)[0]
+
+
+def prepare_lut(space: str, lut_name: str, args: argparse.Namespace) -> tuple[Path, Path | None, str]:
+    """A copy of the LUT with no calibration (so "before" is the plain sum of ops); with
+    --profile a LUT measured here first. Returns (copy, file to store into, device)."""
+    from densenas.lut.profile import parse_protocol, profile_space
+    from densenas.lut.store import DEFAULT_CALIBRATION, load_lut, resolve_lut
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{Path(space).stem}-{lut_name}").strip("-")
+    if args.profile:
+        fresh = args.work / f"{slug}-profiled.json"
+        profile_space(space, backend_of(lut_name), threads=args.threads, out=fresh, resume=fresh.exists(),
+                      protocol=parse_protocol(args.protocol))
+        source: Path = fresh
+    else:
+        source = resolve_lut(lut_name)
+    table = load_lut(source)
+    table.calibration = dict(DEFAULT_CALIBRATION)
+    table.meta.pop("calibration_fit", None)
+    plain = args.work / f"{slug}-plain.json"
+    table.save(plain)
+    return plain, source if args.store else None, table.device
+
+
+def run_one(space: str, lut_name: str, args: argparse.Namespace) -> dict:
+    from densenas.lut.store import load_lut
+    from densenas.validate import validate_lut
+
+    from densenas.space import SearchSpace
+
+    plain, store_into, lut_device = prepare_lut(space, lut_name, args)
+    plot = args.plots / f"lut-accuracy-{SearchSpace.load(space).name}-{backend_of(lut_name)}.png"
+    calibrated = plain.with_name(plain.name.replace("-plain", "-calibrated"))
+    load_before = os.getloadavg()[0]
+    r = validate_lut(str(plain), space, samples=args.samples, seed=args.seed, plot=plot, calibrate=True,
+                     out=calibrated, remeasure_ops=not args.no_remeasure)
+    if store_into is not None:
+        target = load_lut(store_into)
+        fitted = load_lut(calibrated)
+        target.calibration = fitted.calibration
+        target.meta["calibration_fit"] = fitted.meta["calibration_fit"]
+        target.save(store_into)
+    d = r.to_dict()
+    d.update(lut_name=lut_name, lut_device=lut_device, lut_threads=load_lut(plain).meta.get("threads"),
+             profiled_here=args.profile, plot=str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot),
+             load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    return d
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def table_markdown(results: list[dict], argv: list[str], started: str, wall_s: float) -> str:
+    rows = [
+        "| LUT | backend, threads | networks | MAPE before | ±5% / ±10% before | max err before | Spearman "
+        "| MAPE after (CV) | ±5% / ±10% after | max err after | scale, offset "
+        "| ops re-measured alongside: MAPE, ±5% / ±10%, max err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in results:
+        b, a, c = d["before"], d["after"], d["calibration"]
+        i = d.get("interleaved")
+        inter = (f"{i['mape']:.1f}%, {pct(i['within_5pct'])} / {pct(i['within_10pct'])}, {i['max_abs_error_pct']:.1f}%"
+                 if i else "not run")
+        rows.append(
+            f"| `{d['lut_name']}`{' (profiled here)' if d['profiled_here'] else ''} | {d['backend']}, {d['threads']} "
+            f"| {b['samples']} | {b['mape']:.1f}% | {pct(b['within_5pct'])} / {pct(b['within_10pct'])} "
+            f"| {b['max_abs_error_pct']:.1f}% | {b['spearman']:.3f} | {a['mape']:.1f}% "
+            f"| {pct(a['within_5pct'])} / {pct(a['within_10pct'])} | {a['max_abs_error_pct']:.1f}% "
+            f"| ×{c['scale']:.3f}, {c['network_offset_ms']:+.3f} ms | {inter} |"
+        )
+    devices = sorted({d["device"] for d in results})
+    loads = [x for d in results for x in d["load_avg_1min"]]
+    lut_devices = sorted({d["lut_device"] for d in results})
+    notes = [
+        "",
+        f"Measured {started} on {', '.join(devices)} ({platform.machine()}, {os.cpu_count()} CPUs visible), "
+        f"1-minute load average {min(loads):.1f} to {max(loads):.1f} during the runs; {wall_s / 60:.1f} min in all. "
+        f"LUTs measured on: {', '.join(lut_devices)}.",
+        "",
+        f"Command: `{' '.join(['python benchmarks/lut_accuracy.py', *argv])}`",
+        "",
+        "Before: the plain sum of the LUT's ops (each op's median less the per-call overhead, the overhead "
+        "added once). After: `measured = scale × sum_of_ops + overhead + offset`, a Huber fit on relative "
+        "errors, each network predicted by the fit on the other half of the sample (2-fold cross-validation). "
+        "Ops re-measured alongside: the networks' ops timed again in the same interleaved rounds as the networks "
+        "and summed the same way, which takes machine drift since the LUT was made out of the comparison and "
+        "leaves the error of the sum-of-ops model itself. Target: every network within ±10%, 95% within ±5%.",
+    ]
+    return "\n".join(rows + notes)
+
+
+def replace_section(path: Path, body: str, title: str) -> None:
+    """Rewrite only this benchmark's section of a shared file (between the markers)."""
+    block = f"{BEGIN}\n{body}\n{END}"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"## {title}\n\n{block}\n"
+    write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.perf_counter()
+    results = []
+    for spec in args.luts:
+        space, _, lut_name = spec.partition("=")
+        if not lut_name:
+            raise SystemExit(f"--luts entries are SPACE=LUT, got {spec!r}")
+        print(f"validating {lut_name} on {space} ({args.samples} networks) ...", file=sys.stderr, flush=True)
+        d = run_one(space, lut_name, args)
+        b, a = d["before"], d["after"]
+        print(f"  before: MAPE {b['mape']:.1f}%, within 5% {pct(b['within_5pct'])}, 10% {pct(b['within_10pct'])}; "
+              f"after (CV): MAPE {a['mape']:.1f}%, within 5% {pct(a['within_5pct'])}, 10% {pct(a['within_10pct'])}",
+              file=sys.stderr, flush=True)
+        if d.get("interleaved"):
+            i = d["interleaved"]
+            print(f"  ops re-measured alongside: MAPE {i['mape']:.1f}%, within 5% {pct(i['within_5pct'])}, "
+                  f"10% {pct(i['within_10pct'])}", file=sys.stderr, flush=True)
+        results.append(d)
+        write_json(args.work / "lut_accuracy.json", {"started": started, "argv": argv, "results": results})
+    md = table_markdown(results, argv, started, time.perf_counter() - t0)
+    write_json(args.work / "lut_accuracy.json", {"started": started, "argv": argv, "results": results})
+    print(md)
+    if not args.no_write:
+        replace_section(ROOT / "benchmarks" / "RESULTS.md", md, "LUT accuracy (benchmarks/lut_accuracy.py)")
+        replace_section(ROOT / "docs" / "lut-accuracy.md", md, "Latest figures")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

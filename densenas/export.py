@@ -1,0 +1,437 @@
+"""Export a derived network for deployment: an ONNX file or a TensorRT engine, each
+checked against PyTorch before it is written.
+
+The ONNX graph comes from the loader the profilers use (``profilers.onnx_loader``), so
+what is shipped is exported exactly as what was timed. It is then passed through ONNX
+Runtime's basic graph optimiser (constant folding, Conv+BN fusion, dead-node removal:
+rewrites that keep standard ONNX ops, so the file runs on any execution provider) and
+written as the optimised graph, the one a deployment runs (fp16 graphs skip that pass:
+see ``export_onnx_model``). A file is written only once
+it has passed ``onnx.checker``, carries no BatchNormalization node, and matches the
+PyTorch model within the tolerance; otherwise nothing is left at ``out``.
+
+TensorRT engines are built by ``profilers.tensorrt_backend.build_serialized_engine``,
+the builder ``profile --backend tensorrt`` uses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from densenas.arch import Arch
+from densenas.errors import DensenasError
+from densenas.fileio import write_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+FORMATS = ("onnx", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+# fp32: ONNX Runtime and PyTorch run the same float32 arithmetic in a different order
+# (and with BN folded into the conv weights); differences stay near 1e-6 on O(1) outputs.
+FP32_TOLERANCE = 1e-4
+# fp16: every tensor is rounded to 11 significant bits (unit roundoff 4.9e-4) between
+# layers, and the error compounds over the ~20-60 layers of a derived network; on
+# random and trained weights it lands near 1e-2 of the output's scale. Allow 5e-2 of the
+# output's scale (max |logit|, at least 1), so the bound means "fp16 rounding", not a bug.
+FP16_RELATIVE_TOLERANCE = 5e-2
+
+
+def default_tolerance(precision: str, reference_max: float) -> float:
+    """The parity bound for a precision, given the largest |output| of the PyTorch model."""
+    if precision == "fp16":
+        return FP16_RELATIVE_TOLERANCE * max(1.0, reference_max)
+    return FP32_TOLERANCE
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """One comparison of the exported model with PyTorch on a seeded random input."""
+
+    batch: int
+    max_abs_diff: float
+    tolerance: float
+    reference_max: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance,
+                "reference_max_abs": self.reference_max, "ok": self.ok}
+
+
+@dataclass
+class ExportResult:
+    """What was written, and the evidence that it computes what the PyTorch model does."""
+
+    path: Path
+    format: str
+    precision: str
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool
+    weights: str
+    checks: list[ParityCheck]
+    runtime: str
+    op_counts: dict[str, int] = field(default_factory=dict)
+    size_bytes: int = 0
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(c.max_abs_diff for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.path),
+            "format": self.format,
+            "precision": self.precision,
+            "input_shape": list(self.input_shape),
+            "dynamic_batch": self.dynamic_batch,
+            "weights": self.weights,
+            "runtime": self.runtime,
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": max(c.tolerance for c in self.checks),
+            "parity": [c.to_dict() for c in self.checks],
+            "nodes": sum(self.op_counts.values()),
+            "batchnorm_nodes": self.op_counts.get("BatchNormalization", 0),
+            "op_counts": dict(sorted(self.op_counts.items())),
+            "size_bytes": self.size_bytes,
+        }
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Trained weights read from a file, with what the file says they belong to."""
+
+    state_dict: dict[str, Any]
+    num_classes: int | None
+    net_config: str | None
+    description: str
+
+
+def read_weights(path: str | Path) -> Weights:
+    """Read ``densenas train`` output with ``weights_only=True`` (no code runs): its
+    ``weights.pt`` (``{"state_dict", "arch", "num_classes", ...}``), its training
+    ``checkpoint.pt`` (``{"model", ...}``) or a bare state_dict."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise DensenasError(f"{p}: weights file not found")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or objects weights_only refuses
+        detail = " ".join(str(exc).split())[:160]
+        raise DensenasError(f"{p}: cannot read weights ({type(exc).__name__}: {detail})") from None
+    if not isinstance(obj, dict):
+        raise DensenasError(f"{p}: expected a state_dict or a checkpoint dict, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if isinstance(schema, str) and schema.startswith("densenas.search_checkpoint"):
+        raise DensenasError(
+            f"{p}: this is a search checkpoint (supernet weights); export needs the derived network's weights "
+            "from `densenas train` (a supernet's shared weights do not map onto a derived network)"
+        )
+    if "state_dict" in obj:
+        state, field_name = obj["state_dict"], "state_dict"
+    elif "model" in obj and isinstance(obj.get("model"), dict):
+        state, field_name = obj["model"], "model"  # a training checkpoint
+    else:
+        state, field_name = obj, "(top level)"
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise DensenasError(f"{p}: field {field_name}: expected a mapping of parameter names to tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
+    nc = obj.get("num_classes")
+    arch = obj.get("arch") if isinstance(obj.get("arch"), dict) else {}
+    epoch = obj.get("epoch")
+    return Weights(
+        state_dict=state,
+        num_classes=nc if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0 else None,
+        net_config=arch.get("net_config") if isinstance(arch.get("net_config"), str) else None,
+        description=f"{p}" + (f" (epoch {epoch})" if isinstance(epoch, int) and not isinstance(epoch, bool) else ""),
+    )
+
+
+def load_state(net: nn.Module, weights: Weights) -> None:
+    """Strict load; a mismatch is one line naming the first key that differs."""
+    own = net.state_dict()
+    for key, tensor in own.items():
+        if key not in weights.state_dict:
+            raise DensenasError(f"{weights.description}: weights do not fit this architecture: {key!r} is missing")
+        if tuple(weights.state_dict[key].shape) != tuple(tensor.shape):
+            raise DensenasError(
+                f"{weights.description}: weights do not fit this architecture: {key!r} has shape "
+                f"{tuple(weights.state_dict[key].shape)}, the network needs {tuple(tensor.shape)}"
+            )
+    extra = sorted(set(weights.state_dict) - set(own))
+    if extra:
+        raise DensenasError(f"{weights.description}: weights do not fit this architecture: unexpected {extra[0]!r}")
+    net.load_state_dict(weights.state_dict)
+
+
+def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0) -> tuple[nn.Module, str]:
+    """The derived network in eval mode, with trained weights or seeded random ones.
+    A weights file trained with another class count than the arch's sets the classifier."""
+    import dataclasses
+
+    import torch
+
+    from densenas.arch import to_net_config
+    from densenas.nets.derived import DerivedNet
+
+    w = read_weights(weights) if weights is not None else None
+    if w is not None and w.net_config is not None and w.net_config != to_net_config(arch):
+        raise DensenasError(f"{w.description}: weights were trained for another architecture ({w.net_config})")
+    if w is not None and w.num_classes is not None and w.num_classes != arch.num_classes:
+        arch = dataclasses.replace(arch, num_classes=w.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = DerivedNet(arch)
+    if w is None:
+        return net.eval(), f"random (seed {seed})"
+    load_state(net, w)
+    return net.eval(), w.description
+
+
+def seeded_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A standard-normal fp32 input: the same one for every runtime compared."""
+    import torch
+
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _reference(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return module(x).float().cpu().numpy()
+
+
+def _compare(batch: int, ref: np.ndarray, got: np.ndarray, precision: str, tolerance: float | None) -> ParityCheck:
+    import numpy as np
+
+    if ref.shape != got.shape:
+        raise DensenasError(f"exported model returns shape {got.shape}, PyTorch returns {ref.shape}")
+    ref_max = float(np.abs(ref).max())
+    diff = float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
+    tol = default_tolerance(precision, ref_max) if tolerance is None else float(tolerance)
+    return ParityCheck(batch, diff, tol, ref_max)
+
+
+def _check_or_fail(check: ParityCheck, what: str) -> None:
+    if not check.ok:
+        raise DensenasError(
+            f"{what}: output differs from PyTorch by {check.max_abs_diff:.3g} at batch {check.batch}, "
+            f"above the tolerance {check.tolerance:.3g}; nothing was written"
+        )
+
+
+def parity_batches(batch: int, dynamic_batch: bool) -> list[int]:
+    """Batch sizes the parity check runs at: the export batch, and a second one when the
+    batch dimension is symbolic (so a graph that only works at one size is caught)."""
+    return [batch, batch + 2] if dynamic_batch else [batch]
+
+
+# -- ONNX ---------------------------------------------------------------------------------
+
+
+def optimize_onnx(raw_path: Path, out_path: Path) -> None:
+    """ONNX Runtime's basic-level optimiser over ``raw_path``, saved to ``out_path``.
+    Basic rewrites keep standard ONNX ops only; extended and higher levels may emit
+    provider-specific fused ops that another runtime could not load."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(out_path)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(raw_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _clean_and_check(model_bytes: bytes, where: str) -> tuple[bytes, dict[str, int]]:
+    """Drop opset imports no node uses (ORT lists all of its own domains), run the full
+    checker, and insist that every BatchNormalization was folded away."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    used = {n.domain for n in model.graph.node} | {""}
+    kept = [op for op in model.opset_import if op.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise DensenasError(f"{where}: the optimised ONNX model fails onnx.checker: {exc}") from None
+    counts = dict(Counter(n.op_type for n in model.graph.node))
+    if counts.get("BatchNormalization"):
+        raise DensenasError(
+            f"{where}: {counts['BatchNormalization']} BatchNormalization node(s) were not fused into a convolution"
+        )
+    return model.SerializeToString(), counts
+
+
+def export_onnx_model(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    dynamic_batch: bool = False,
+    tolerance: float | None = None,
+    weights: str = "",
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``module`` (fp32, any device) to an optimised, checked ONNX file at ``out``."""
+    import onnxruntime as ort
+
+    from profilers.onnx_loader import export_onnx
+
+    _check_precision(precision)
+    out = Path(out)
+    module = module.eval()
+    with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
+        raw, optimised = Path(tmp) / "raw.onnx", Path(tmp) / "optimised.onnx"
+        export_onnx(module, input_shape, raw, dynamic_batch=dynamic_batch, precision=precision)
+        if precision == "fp32":
+            optimize_onnx(raw, optimised)
+        else:
+            # ORT's CPU optimiser would wrap each fp16 op the CPU provider lacks in Casts to
+            # fp32 and save them, pinning a GPU deployment to fp32. The exporter's constant
+            # folding has already folded BN into the convolutions; ship its graph as is.
+            optimised = raw
+        data, counts = _clean_and_check(optimised.read_bytes(), str(out))
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    feed_dtype = "float16" if session.get_inputs()[0].type == "tensor(float16)" else "float32"
+    cpu = _cpu_fp32(module)
+    checks = []
+    for i, batch in enumerate(parity_batches(input_shape[0], dynamic_batch)):
+        x = seeded_input((batch, *input_shape[1:]), seed + i)
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy().astype(feed_dtype)})[0]
+        check = _compare(batch, _reference(cpu, x), got, precision, tolerance)
+        _check_or_fail(check, f"{out}: ONNX Runtime")
+        checks.append(check)
+    write_bytes(out, data)
+    return ExportResult(out, "onnx", precision, tuple(input_shape), dynamic_batch, weights, checks,
+                        f"onnxruntime {ort.__version__} (CPUExecutionProvider)", counts, len(data))
+
+
+def _cpu_fp32(module: nn.Module) -> nn.Module:
+    import copy
+
+    import torch
+
+    return copy.deepcopy(module).to("cpu", torch.float32).eval()
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise DensenasError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+# -- TensorRT -----------------------------------------------------------------------------
+
+
+def export_tensorrt_engine(
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    out: str | Path,
+    *,
+    precision: str = "fp32",
+    dynamic_batch: bool = False,
+    max_batch: int | None = None,
+    tolerance: float | None = None,
+    weights: str = "",
+    seed: int = 0,
+) -> ExportResult:
+    """Build a serialized TensorRT engine from the module's ONNX export and check it
+    against PyTorch on the GPU. Without a GPU or TensorRT: ProfilerUnavailable, one line."""
+    import torch
+
+    from profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from profilers.tensorrt_backend import TensorRTProfiler, _EngineRun, build_serialized_engine
+
+    _check_precision(precision)
+    TensorRTProfiler(precision=precision).check_available()
+    import tensorrt as trt
+
+    out = Path(out)
+    batches = parity_batches(input_shape[0], dynamic_batch)
+    hi = max(max_batch or 0, *batches)
+    shapes = None
+    if dynamic_batch:
+        rest = tuple(input_shape[1:])
+        shapes = {INPUT_NAME: ((1, *rest), tuple(input_shape), (hi, *rest))}
+    with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
+        onnx_path = export_onnx(_cpu_fp32(module), input_shape, Path(tmp) / "model.onnx", dynamic_batch=dynamic_batch)
+        engine = build_serialized_engine(onnx_path, precision=precision, input_shapes=shapes)
+    device = torch.device("cuda", torch.cuda.current_device())
+    gpu = _cpu_fp32(module).to(device)
+    checks = []
+    for i, batch in enumerate(batches):
+        x = seeded_input((batch, *input_shape[1:]), seed + i)
+        runner = _EngineRun(engine, x, device)
+        try:
+            runner.run(1)
+            torch.cuda.synchronize(device)
+            got = runner.buffers[OUTPUT_NAME].float().cpu().numpy()
+        finally:
+            runner.close()
+        check = _compare(batch, _reference(gpu, x.to(device)), got, precision, tolerance)
+        _check_or_fail(check, f"{out}: TensorRT")
+        checks.append(check)
+    write_bytes(out, engine)
+    return ExportResult(out, "tensorrt", precision, tuple(input_shape), dynamic_batch, weights, checks,
+                        f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(device)}", {}, len(engine))
+
+
+# -- from an arch.json --------------------------------------------------------------------
+
+
+def check_format(fmt: str, precision: str) -> None:
+    """Refuse an unknown format or precision, or TensorRT where it cannot run (one line:
+    ProfilerUnavailable), before any work is done."""
+    if fmt not in FORMATS:
+        raise DensenasError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    _check_precision(precision)
+    if fmt == "tensorrt":
+        from profilers.tensorrt_backend import TensorRTProfiler
+
+        TensorRTProfiler(precision=precision).check_available()
+
+
+def export_arch(
+    arch: Arch,
+    out: str | Path,
+    *,
+    fmt: str = "onnx",
+    weights: str | Path | None = None,
+    precision: str = "fp32",
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    tolerance: float | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """``densenas export``: the derived network of ``arch`` to ``out`` in ``fmt``."""
+    check_format(fmt, precision)
+    if batch < 1:
+        raise DensenasError(f"--batch must be a positive integer, got {batch}")
+    if tolerance is not None and tolerance < 0:
+        raise DensenasError(f"--tolerance must be >= 0, got {tolerance}")
+    module, source = build_model(arch, weights, seed=seed)
+    shape = (batch, 3, arch.input_size, arch.input_size)
+    kwargs = dict(precision=precision, dynamic_batch=dynamic_batch, tolerance=tolerance, weights=source, seed=seed)
+    if fmt == "onnx":
+        return export_onnx_model(module, shape, out, **kwargs)
+    return export_tensorrt_engine(module, shape, out, **kwargs)

@@ -1,0 +1,425 @@
+"""How true is a LUT? Predict random architectures of a space from it, measure each end
+to end on the LUT's own backend and settings, and score the predictions.
+
+Architectures are drawn by walking from block 0 along uniformly chosen out-edges to the
+final conv, with a uniformly chosen head op per block and a uniformly chosen stack op
+per layer (``skip_connect`` drops the layer), so depth, width and kernel mix all vary.
+
+Calibration fits what the sum of ops misses as ``measured = scale * sum_of_ops +
+overhead + network_offset_ms`` (overhead: the LUT's per-call cost, counted once), by a
+Huber-robust least-squares fit of the relative residuals, the quantity the accuracy
+target is stated in; the scale only from 16 networks up, the offset alone below. Its
+"after" figures are 2-fold cross-validated: each half of the sample is predicted by the
+fit on the other half, so no network scores its own fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from densenas.arch import Arch, ArchBlock, fit_to_space
+from densenas.errors import DensenasError
+
+if TYPE_CHECKING:
+    from densenas.lut.store import LatencyTable
+    from densenas.space import SearchSpace
+
+MIN_CALIBRATION_SAMPLES = 4
+MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitted: a slope from a
+# handful of noisy points extrapolates wildly
+SCALE_BOUNDS = (0.25, 4.0)
+HUBER_SCALE = 0.02  # relative residuals beyond 2% count linearly, not quadratically
+
+
+# -- sampling ------------------------------------------------------------------------------
+
+
+def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
+    """One derived architecture of ``space``: a random block path and random ops."""
+    cfg = space.config
+    current = 0
+    blocks: list[ArchBlock] = []
+    while True:
+        dst = rng.choice(space.blocks[current].out_edges)
+        if space.blocks[dst].is_final:
+            break
+        b = space.blocks[dst]
+        head = rng.choice(space.head_primitives)
+        layers = [rng.choice(space.stack_primitives) for _ in range(b.num_layers)]
+        stack = tuple(op for op in layers if op != "skip_connect")
+        blocks.append(ArchBlock(space.blocks[current].ch, b.ch, space.edge_stride(current, dst), head, stack, dst))
+        current = dst
+    final = (space.blocks[current].ch, cfg.last_dim) if cfg.final_conv_in_derived else None
+    arch = Arch(cfg.name, cfg.input_size, cfg.num_classes, cfg.stem, cfg.init_dim,
+                cfg.head_dim if cfg.stem == "mbv2" else None, tuple(blocks), final)
+    return fit_to_space(arch.validate(), space)
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """``n`` distinct random architectures (fewer only if the space has fewer)."""
+    if n < 1:
+        raise DensenasError(f"--samples must be a positive integer, got {n}")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    archs: list[Arch] = []
+    for _ in range(50 * n):
+        arch = random_arch(space, rng)
+        key = arch.to_dict()["net_config"]
+        if key not in seen:
+            seen.add(key)
+            archs.append(arch)
+            if len(archs) == n:
+                break
+    return archs
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Prediction error statistics, errors as (predicted - measured) / measured."""
+
+    samples: int
+    mape: float  # mean |error|, percent
+    within_5pct: float  # share of networks with |error| <= 5%
+    within_10pct: float
+    spearman: float | None  # rank correlation of predicted and measured (None below 3 samples)
+    max_abs_error_pct: float
+    median_error_pct: float  # signed: > 0 means the LUT overestimates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "mape": self.mape, "within_5pct": self.within_5pct,
+                "within_10pct": self.within_10pct, "spearman": self.spearman,
+                "max_abs_error_pct": self.max_abs_error_pct, "median_error_pct": self.median_error_pct}
+
+
+def error_pct(predicted: Sequence[float], measured: Sequence[float]) -> list[float]:
+    return [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
+
+
+def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    if len(predicted) != len(measured) or not measured:
+        raise ValueError("accuracy needs as many predictions as measurements, at least one")
+    errors = np.asarray(error_pct(predicted, measured))
+    rho: float | None = None
+    if len(measured) >= 3:
+        value = float(spearmanr(predicted, measured).statistic)
+        rho = None if math.isnan(value) else value
+    return Accuracy(
+        samples=len(measured),
+        mape=float(np.abs(errors).mean()),
+        within_5pct=float((np.abs(errors) <= 5.0).mean()),
+        within_10pct=float((np.abs(errors) <= 10.0).mean()),
+        spearman=rho,
+        max_abs_error_pct=float(np.abs(errors).max()),
+        median_error_pct=float(np.median(errors)),
+    )
+
+
+# -- calibration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``predicted = scale * sum_of_ops + overhead_ms + network_offset_ms``."""
+
+    network_offset_ms: float
+    scale: float
+    fitted_on: int
+
+    def predict(self, sum_of_ops: float, overhead_ms: float) -> float:
+        return self.scale * sum_of_ops + overhead_ms + self.network_offset_ms
+
+    def to_lut(self) -> dict[str, float]:
+        """The numbers a LUT's ``meta.calibration`` holds (it accepts numbers only)."""
+        return {"network_offset_ms": self.network_offset_ms, "scale": self.scale, "fitted_on": self.fitted_on}
+
+
+def fit_calibration(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float, *,
+                    fit_scale: bool = True) -> Calibration:
+    """Huber-robust fit of (scale, offset) on relative residuals; one odd network (a
+    scheduler hiccup on a busy machine) cannot drag the fit far."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    s = np.asarray(sum_of_ops, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    if len(m) < (2 if fit_scale else 1):
+        raise DensenasError(f"calibration needs at least {2 if fit_scale else 1} measured networks, got {len(m)}")
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        scale = params[0] if fit_scale else 1.0
+        return (scale * s + overhead_ms + params[-1] - m) / m
+
+    if fit_scale:
+        x0, bounds = np.array([1.0, 0.0]), ([SCALE_BOUNDS[0], -np.inf], [SCALE_BOUNDS[1], np.inf])
+    else:
+        x0, bounds = np.array([0.0]), (-np.inf, np.inf)
+    fit = least_squares(residuals, x0, bounds=bounds, loss="huber", f_scale=HUBER_SCALE)
+    scale = float(fit.x[0]) if fit_scale else 1.0
+    return Calibration(network_offset_ms=float(fit.x[-1]), scale=scale, fitted_on=len(m))
+
+
+def cross_validated(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float,
+                    seed: int, *, fit_scale: bool = True) -> list[float]:
+    """2-fold cross-validated predictions: each half predicted by the fit on the other."""
+    n = len(measured)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    folds = [order[: n // 2], order[n // 2:]]
+    out = [0.0] * n
+    for test, train in ((folds[0], folds[1]), (folds[1], folds[0])):
+        cal = fit_calibration([sum_of_ops[i] for i in train], [measured[i] for i in train], overhead_ms,
+                              fit_scale=fit_scale)
+        for i in test:
+            out[i] = cal.predict(sum_of_ops[i], overhead_ms)
+    return out
+
+
+def interleaved_check(prof: Any, archs: Sequence[Arch], batch: int, precision: str) -> tuple[list[float], list[float]]:
+    """Measure the networks and every op they contain together, all in one chunk of
+    shuffled interleaved rounds, and predict each network from those op times.
+
+    Ops and networks then see the same machine state, so what remains is the error of
+    the sum-of-ops model itself (fusion, caches, per-op costs the network does not pay),
+    not drift between the day the LUT was measured and today. Returns (measured,
+    predicted) per network, in order.
+    """
+    from densenas.bench import input_shape, network_factory
+    from densenas.lut.profile import input_shape_for
+    from densenas.ops import module_for_signature
+
+    layer_sigs = [[sig.with_run(batch, precision) for _, _, sig in a.layers()] for a in archs]
+    unique = {s.key(): s for sigs in layer_sigs for s in sigs}
+    items: list[tuple[Any, Callable[[], Any], tuple[int, ...]]] = [
+        (("op", k), (lambda s=s: module_for_signature(s)), input_shape_for(s)) for k, s in unique.items()
+    ]
+    items += [(("net", i), network_factory(a), input_shape(a, batch)) for i, a in enumerate(archs)]
+    saved = prof.protocol
+    prof.protocol = dataclasses.replace(saved, chunk_size=max(saved.chunk_size, len(items)))
+    try:
+        times = prof.measure_many(items)
+        overhead = prof.overhead().median_ms
+    finally:
+        prof.protocol = saved
+    measured = [times[("net", i)].median_ms for i in range(len(archs))]
+    predicted = [sum(max(times[("op", s.key())].median_ms - overhead, 0.0) for s in sigs) + overhead
+                 for sigs in layer_sigs]
+    return measured, predicted
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationResult:
+    lut: str
+    space: str
+    backend: str
+    device: str
+    threads: Any
+    batch: int
+    precision: str
+    seed: int
+    archs: list[Arch]
+    measured_ms: list[float]
+    predicted_ms: list[float]
+    sum_of_ops_ms: list[float]
+    overhead_ms: float
+    before: Accuracy
+    calibration: Calibration | None = None
+    after_cv_ms: list[float] = field(default_factory=list)
+    after: Accuracy | None = None
+    calibrated_lut: str | None = None
+    plot: str | None = None
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    interleaved_measured_ms: list[float] = field(default_factory=list)
+    interleaved_predicted_ms: list[float] = field(default_factory=list)
+    interleaved: Accuracy | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            **self.before.to_dict(),
+            "lut": self.lut, "space": self.space, "backend": self.backend, "device": self.device,
+            "threads": self.threads, "batch": self.batch, "precision": self.precision, "seed": self.seed,
+            "overhead_ms": self.overhead_ms,
+            "networks": [
+                {"net_config": a.to_dict()["net_config"], "measured_ms": m, "predicted_ms": p, "sum_of_ops_ms": s,
+                 "error_pct": 100.0 * (p - m) / m}
+                for a, m, p, s in zip(self.archs, self.measured_ms, self.predicted_ms, self.sum_of_ops_ms)
+            ],
+            "wall_s": self.wall_s,
+            "notes": self.notes,
+        }
+        if self.calibration is not None and self.after is not None:
+            d["before"] = self.before.to_dict()
+            d["after"] = self.after.to_dict()
+            d["after_method"] = "2-fold cross-validation (each half predicted by the fit on the other half)"
+            d["calibration"] = self.calibration.to_lut()
+            d["calibrated_lut"] = self.calibrated_lut
+            for net, p in zip(d["networks"], self.after_cv_ms):
+                net["calibrated_cv_ms"] = p
+        if self.interleaved is not None:
+            d["interleaved"] = {
+                **self.interleaved.to_dict(),
+                "method": "sum of ops re-measured in the same interleaved rounds as the networks "
+                          "(each op's median less a fresh per-call overhead, the overhead added once)",
+            }
+            for net, m, p in zip(d["networks"], self.interleaved_measured_ms, self.interleaved_predicted_ms):
+                net["interleaved_measured_ms"], net["interleaved_predicted_ms"] = m, p
+        if self.plot is not None:
+            d["plot"] = self.plot
+        return d
+
+
+def validate_lut(
+    lut_name: str,
+    space_name: str,
+    *,
+    samples: int = 20,
+    seed: int = 0,
+    plot: str | Path | None = None,
+    calibrate: bool = False,
+    out: str | Path | None = None,
+    fit_scale: bool = True,
+    remeasure_ops: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ValidationResult:
+    """``densenas lut validate``: predicted vs measured latency of ``samples`` random
+    networks of the space; with ``calibrate``, fit and store a calibration in the LUT
+    (at ``out``, default the LUT's own file, rewritten atomically). With
+    ``remeasure_ops``, also time the networks' ops afresh interleaved with the networks
+    (see ``interleaved_check``), which separates the sum-of-ops model's own error from
+    the LUT having been measured at another time or on another machine state."""
+    import time
+
+    from densenas.bench import lut_protocol, measure_archs, profiler_for_lut
+    from densenas.cost import arch_cost
+    from densenas.lut.store import load_lut
+    from densenas.space import SearchSpace
+
+    t0 = time.perf_counter()
+    table = load_lut(lut_name)
+    space = SearchSpace.load(space_name)
+    table.require(space, batch=table.batch, precision=table.precision, input_size=space.input_size)
+    if calibrate and samples < MIN_CALIBRATION_SAMPLES:
+        raise DensenasError(
+            f"--calibrate needs --samples >= {MIN_CALIBRATION_SAMPLES} (two halves to fit and test on), got {samples}"
+        )
+    archs = sample_archs(space, samples, seed)
+    if calibrate and len(archs) < MIN_CALIBRATION_SAMPLES:
+        raise DensenasError(f"space {space.name} has only {len(archs)} distinct networks; too few to calibrate")
+    costs = [arch_cost(a, table) for a in archs]
+    # One chunk: every network is visited in every round, so slow drift of the machine
+    # (frequency, neighbours) lands on all of them alike instead of on a later chunk.
+    protocol = lut_protocol(table)
+    prof = profiler_for_lut(table, protocol=dataclasses.replace(protocol, chunk_size=max(protocol.chunk_size, len(archs))))
+    done = 0
+
+    def progress(_key: int, _m: Any) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(archs))
+
+    with prof:
+        fp = prof.fingerprint()
+        measurements = measure_archs(prof, archs, table.batch, progress)
+    measured = [m.median_ms for m in measurements]
+    predicted = [c.total for c in costs]
+    result = ValidationResult(
+        lut=table.source, space=space.name, backend=table.backend, device=str(fp["device"]),
+        threads=fp.get("threads"), batch=table.batch, precision=table.precision, seed=seed, archs=archs,
+        measured_ms=measured, predicted_ms=predicted, sum_of_ops_ms=[c.sum_of_ops for c in costs],
+        overhead_ms=table.overhead_ms, before=accuracy(predicted, measured),
+    )
+    if remeasure_ops:
+        with prof:
+            result.interleaved_measured_ms, result.interleaved_predicted_ms = interleaved_check(
+                prof, archs, table.batch, table.precision)
+        result.interleaved = accuracy(result.interleaved_predicted_ms, result.interleaved_measured_ms)
+    if table.device not in ("unknown", result.device):
+        result.notes.append(f"the LUT was measured on {table.device}, this machine is {result.device}: "
+                            "its op times may not describe this CPU")
+    if table.meta.get("threads") not in (None, result.threads):
+        result.notes.append(f"the LUT was measured with {table.meta.get('threads')} threads, this run used {result.threads}")
+    if calibrate:
+        sums = result.sum_of_ops_ms
+        fit_scale = fit_scale and len(archs) >= MIN_SCALE_FIT_SAMPLES
+        result.after_cv_ms = cross_validated(sums, measured, table.overhead_ms, seed, fit_scale=fit_scale)
+        result.after = accuracy(result.after_cv_ms, measured)
+        result.calibration = fit_calibration(sums, measured, table.overhead_ms, fit_scale=fit_scale)
+        table.calibration = result.calibration.to_lut()
+        table.meta["calibration_fit"] = {
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "space": space.name, "samples": len(archs), "seed": seed,
+            "method": "Huber least squares on relative residuals (f_scale 0.02)",
+            "device": result.device, "threads": result.threads,
+            "mape_before": result.before.mape, "mape_after_cv": result.after.mape,
+        }
+        target = Path(out) if out is not None else Path(table.source)
+        table.save(target)
+        result.calibrated_lut = str(target)
+    if plot is not None:
+        plot_validation(result, plot)
+        result.plot = str(plot)
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def plot_validation(result: ValidationResult, path: str | Path) -> None:
+    """Scatter of predicted against measured latency with the y = x line and the ±5% and
+    ±10% bands; with calibration, the cross-validated calibrated predictions too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from densenas.fileio import atomic_path
+
+    measured = result.measured_ms
+    before_label = "LUT prediction" if result.after is None else "before calibration"
+    series = [(measured, result.predicted_ms, before_label, result.before,
+               dict(marker="o", facecolors="none", edgecolors="#c1121f"))]
+    if result.after is not None:
+        series.append((measured, result.after_cv_ms, "after calibration (2-fold CV)", result.after,
+                       dict(marker="o", color="#1d3557")))
+    if result.interleaved is not None:
+        series.append((result.interleaved_measured_ms, result.interleaved_predicted_ms,
+                       "ops re-measured alongside", result.interleaved, dict(marker="^", color="#e09f3e")))
+    values = [v for m, p, _, _, _ in series for v in (*m, *p)]
+    lo, hi = min(values) * 0.85, max(values) * 1.15
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    xs = [lo, hi]
+    ax.fill_between(xs, [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="#cfe8cf", label="±10%")
+    ax.fill_between(xs, [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="#9fd09f", label="±5%")
+    ax.plot(xs, xs, color="#333333", lw=1, label="y = x")
+    for meas, pred, label, acc, style in series:
+        ax.scatter(meas, pred, s=22, label=f"{label}: MAPE {acc.mape:.1f}%, ±5% {100 * acc.within_5pct:.0f}%",
+                   zorder=3, **style)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end-to-end latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    rho = result.before.spearman
+    ax.set_title(f"{result.space} on {result.backend} ({result.threads} threads, batch {result.batch})\n"
+                 f"{len(measured)} random networks" + (f", Spearman {rho:.3f}" if rho is not None else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, lw=0.3)
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
