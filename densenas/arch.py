@@ -3,13 +3,12 @@ paper's ``net_config`` string, each converted to the other without evaluating co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from densenas.errors import DensenasError
-from densenas.fileio import write_json
+from densenas.fileio import read_json, write_json
 from densenas.literal import parse_literal
 from densenas.signature import OpSignature, parse_op
 
@@ -77,12 +76,19 @@ class Arch:
             raise DensenasError(f"arch: field stem: unknown stem {self.stem!r}")
         if self.stem == "mbv2" and not self.head_dim:
             raise DensenasError("arch: field stem.head_dim is required for an mbv2 stem")
+        if self.init_dim <= 0 or (self.head_dim is not None and self.head_dim <= 0):
+            raise DensenasError("arch: field stem: init_dim and head_dim must be positive")
+        if self.input_size < 2:
+            raise DensenasError(f"arch: field input_size: {self.input_size} is too small for the stride-2 stem")
         prev = self.stem_out
         fm = self.input_size // 2
         for i, b in enumerate(self.blocks):
             where = f"arch: blocks[{i}]"
-            for op in (b.head_op, *b.stack_ops):
-                parse_op(op)
+            for name, op in (("head_op", b.head_op), *((f"stack_ops[{k}]", op) for k, op in enumerate(b.stack_ops))):
+                try:
+                    parse_op(op)
+                except DensenasError as exc:
+                    raise DensenasError(f"{where}.{name}: {exc}") from None
             if b.in_ch != prev:
                 raise DensenasError(f"{where}: in_ch {b.in_ch} does not chain: the previous layer outputs {prev}")
             if b.stride not in (1, 2):
@@ -95,6 +101,8 @@ class Arch:
             prev = b.out_ch
         if self.final_conv is not None and self.final_conv[0] != prev:
             raise DensenasError(f"arch: final_conv in_ch {self.final_conv[0]} does not chain: the last block outputs {prev}")
+        if self.final_conv is not None and self.final_conv[1] <= 0:
+            raise DensenasError(f"arch: final_conv out_ch must be positive, got {self.final_conv[1]}")
         return self
 
     # -- arch.json ----------------------------------------------------------------------
@@ -127,76 +135,88 @@ class Arch:
 
 
 def arch_from_dict(d: Any, *, source: str = "arch.json") -> Arch:
+    """Parse the JSON form; every problem is one DensenasError naming the file and field."""
     if not isinstance(d, dict):
         raise DensenasError(f"{source}: not a JSON object")
     if d.get("schema") != ARCH_SCHEMA:
         raise DensenasError(f"{source}: field schema: expected {ARCH_SCHEMA!r}, got {d.get('schema')!r}")
-    try:
-        stem = d["stem"]
-        blocks = tuple(
-            ArchBlock(
-                in_ch=_int(b["in_ch"]),
-                out_ch=_int(b["out_ch"]),
-                stride=_int(b["stride"]),
-                head_op=_str(b["head_op"]),
-                stack_ops=tuple(_str(op) for op in _list(b.get("stack_ops", []))),
-                block_id=None if b.get("block_id") is None else _int(b["block_id"]),
-            )
-            for b in _list(d["blocks"])
-        )
-        fc = d.get("final_conv")
-        arch = Arch(
-            space=_str(d["space"]),
-            input_size=_int(d["input_size"]),
-            num_classes=_int(d["num_classes"]),
-            stem=_str(stem["type"]),
-            init_dim=_int(stem["init_dim"]),
-            head_dim=None if stem.get("head_dim") is None else _int(stem["head_dim"]),
-            blocks=blocks,
-            final_conv=None if fc is None else (_int(fc["in_ch"]), _int(fc["out_ch"])),
-            extra=d.get("extra", {}) if isinstance(d.get("extra", {}), dict) else {},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DensenasError(f"{source}: missing or malformed field {exc}") from None
-    if arch.input_size <= 0 or arch.num_classes < 1:
-        raise DensenasError(f"{source}: input_size and num_classes must be positive")
+    f = _Fields(source)
+    stem = f.obj(d, "stem")
+    fc = None if d.get("final_conv") is None else f.obj(d, "final_conv")
+    extra = d.get("extra", {})
+    arch = Arch(
+        space=f.text(d, "space"),
+        input_size=f.integer(d, "input_size"),
+        num_classes=f.integer(d, "num_classes"),
+        stem=f.text(stem, "type", "stem"),
+        init_dim=f.integer(stem, "init_dim", "stem"),
+        head_dim=None if stem.get("head_dim") is None else f.integer(stem, "head_dim", "stem"),
+        blocks=tuple(_block_from_dict(f, b, f"blocks[{i}]") for i, b in enumerate(f.array(d, "blocks"))),
+        final_conv=None if fc is None else (f.integer(fc, "in_ch", "final_conv"), f.integer(fc, "out_ch", "final_conv")),
+        extra=extra if isinstance(extra, dict) else {},
+    )
+    if arch.num_classes < 1:
+        raise DensenasError(f"{source}: field num_classes: must be positive, got {arch.num_classes}")
     try:
         return arch.validate()
     except DensenasError as exc:
         raise DensenasError(f"{source}: {str(exc).removeprefix('arch: ')}") from None
 
 
+def _block_from_dict(f: "_Fields", b: Any, where: str) -> ArchBlock:
+    if not isinstance(b, dict):
+        raise DensenasError(f"{f.source}: field {where}: expected an object, got {type(b).__name__}")
+    stack_ops = f.array(b, "stack_ops", where) if "stack_ops" in b else []
+    for k, op in enumerate(stack_ops):
+        if not isinstance(op, str):
+            raise DensenasError(f"{f.source}: field {where}.stack_ops[{k}]: expected an op name, got {_shown(op)}")
+    return ArchBlock(
+        in_ch=f.integer(b, "in_ch", where),
+        out_ch=f.integer(b, "out_ch", where),
+        stride=f.integer(b, "stride", where),
+        head_op=f.text(b, "head_op", where),
+        stack_ops=tuple(stack_ops),
+        block_id=None if b.get("block_id") is None else f.integer(b, "block_id", where),
+    )
+
+
+class _Fields:
+    """Typed field access for arch.json: a missing key or a wrong type names its field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def _get(self, d: dict, key: str, where: str, want: tuple[type, ...], what: str) -> Any:
+        name = f"{where}.{key}" if where else key
+        if key not in d:
+            raise DensenasError(f"{self.source}: field {name} is missing")
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, want):
+            raise DensenasError(f"{self.source}: field {name}: expected {what}, got {_shown(v)}")
+        return v
+
+    def integer(self, d: dict, key: str, where: str = "") -> int:
+        return self._get(d, key, where, (int,), "an integer")
+
+    def text(self, d: dict, key: str, where: str = "") -> str:
+        return self._get(d, key, where, (str,), "a string")
+
+    def array(self, d: dict, key: str, where: str = "") -> list:
+        return self._get(d, key, where, (list,), "a list")
+
+    def obj(self, d: dict, key: str, where: str = "") -> dict:
+        return self._get(d, key, where, (dict,), "an object")
+
+
+def _shown(v: Any) -> str:
+    """A short form of a wrong value for a message (containers by type name)."""
+    if isinstance(v, (bool, float, str)) or v is None or isinstance(v, int) and v.bit_length() <= 64:
+        return repr(v)[:60]
+    return "a huge integer" if isinstance(v, int) else type(v).__name__
+
+
 def load_arch(path: str | Path) -> Arch:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DensenasError(f"{p}: architecture file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{p}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DensenasError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return arch_from_dict(data, source=str(p))
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{v!r} is not an integer")
-    return v
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{v!r} is not a string")
-    return v
-
-
-def _list(v: Any) -> list:
-    if not isinstance(v, list):
-        raise ValueError(f"{v!r} is not a list")
-    return v
+    return arch_from_dict(read_json(path, what="architecture file"), source=str(path))
 
 
 # -- the paper's net_config ------------------------------------------------------------

@@ -10,14 +10,13 @@ file from another space or a diverged search (NaN) fails with the field named.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densenas.errors import DensenasError
-from densenas.fileio import write_json
+from densenas.fileio import read_json, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -153,18 +152,7 @@ def arch_params_from_dict(data: Any, *, source: str = "arch_params.json") -> Arc
 
 def load_arch_params(path: str | Path) -> ArchParams:
     """Read and type-check ``arch_params.json``; call ``.validate(space)`` before use."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DensenasError(f"{p}: architecture-parameter file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{p}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DensenasError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return arch_params_from_dict(data, source=str(p))
+    return arch_params_from_dict(read_json(path, what="architecture-parameter file"), source=str(path))
 
 
 def _list(value: Any, where: str) -> list:
@@ -178,7 +166,10 @@ def _vector(value: Any, where: str) -> Vector:
     for k, x in enumerate(_list(value, where)):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise DensenasError(f"{where}[{k}]: expected a number, got {x!r}")
-        out.append(float(x))
+        try:
+            out.append(float(x))
+        except OverflowError:  # an integer beyond float range
+            raise DensenasError(f"{where}[{k}]: logit is an integer beyond float range") from None
     return out
 
 

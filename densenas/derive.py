@@ -23,7 +23,6 @@ gives for the same network from the same LUT.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from densenas.arch import Arch, ArchBlock, fit_to_space
 from densenas.arch_params import ArchParams
 from densenas.cost.tables import CostTables
 from densenas.errors import DensenasError
+from densenas.fileio import read_json
 from densenas.space import SearchSpace
 
 SKIP = "skip_connect"
@@ -392,10 +392,7 @@ def read_run(run_dir: Path) -> dict:
         raise DensenasError(f"{run_dir}: run directory not found")
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DensenasError(f"{path}: cannot read run description ({exc})") from None
+    data = read_json(path, what="run description")
     if not isinstance(data, dict):
         raise DensenasError(f"{path}: not a JSON object")
     return data

@@ -1,4 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one."""
+"""Atomic file writes (a kill at any moment leaves either the old file or the new one),
+and JSON read strictly as data (every failure is one DensenasError naming the file)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from densenas.errors import DensenasError
 
 
 @contextmanager
@@ -27,9 +30,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after it keeps the new file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # platforms without directory handles: the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -51,3 +69,28 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def parse_json(text: str, *, source: str) -> Any:
+    """Parse JSON text as data; malformed, over-deep or oversized input is one
+    DensenasError naming ``source`` (never a ValueError or RecursionError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DensenasError(f"{source}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise DensenasError(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise DensenasError(f"{source}: not valid JSON ({exc})") from None
+
+
+def read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """Read a JSON file as data; ``what`` names the kind of file in the messages."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DensenasError(f"{p}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{p}: cannot read {what} ({exc})") from None
+    return parse_json(text, source=str(p))

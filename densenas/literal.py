@@ -18,6 +18,7 @@ _TOKEN = re.compile(
 )
 MAX_CHARS = 5_000_000
 MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 64  # longer digit strings are no sensible width or latency
 
 
 def parse_literal(text: str, *, source: str = "<literal>") -> Any:
@@ -61,6 +62,8 @@ def parse_literal(text: str, *, source: str = "<literal>") -> Any:
             if not expect_value:
                 raise DensenasError(f"{source}: missing comma before character {m.start()}")
             raw = m.group("num")
+            if len(raw) > MAX_NUMBER_CHARS:
+                raise DensenasError(f"{source}: number at character {m.start()} is {len(raw)} characters long")
             value = float(raw) if any(c in raw for c in ".eE") else int(raw)
         else:
             if not expect_value:

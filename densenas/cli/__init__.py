@@ -18,12 +18,26 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Each module registers its commands on ``app``; the order here is the order in --help.
-from densenas.cli import space as _space  # noqa: E402
-from densenas.cli import arch as _arch  # noqa: E402
+# Each module registers its commands on ``app``; this order is the order in --help,
+# from the end-to-end job through the pipeline's steps to the tools around them.
+from densenas.cli import (  # noqa: E402
+    arch,
+    bench,
+    data,
+    derive,
+    export,
+    lut,
+    predict,
+    profile,
+    quickstart,
+    search,
+    space,
+    train,
+    validate,
+)
 
-_space.register(app)
-_arch.register(app)
+for _module in (quickstart, space, profile, lut, validate, search, derive, predict, arch, export, bench, train, data):
+    _module.register(app)
 
 
 def _user_error(message: str, code: int = 2) -> SystemExit:

@@ -28,7 +28,8 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
     precision = precision or lut.precision
     if arch.input_size != lut.input_size and lut.input_size:
         raise DensenasError(
-            f"LUT was measured for {lut.input_size}x{lut.input_size} inputs, the architecture takes {arch.input_size}x{arch.input_size}"
+            f"LUT {lut.source} was measured for {lut.input_size}x{lut.input_size} inputs, "
+            f"the architecture takes {arch.input_size}x{arch.input_size}"
         )
     sigs = [sig.with_run(batch, precision) for _, _, sig in arch.layers()]
     lut.require(sigs, batch=batch, precision=precision)

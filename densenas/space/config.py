@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from densenas.errors import DensenasError
 from densenas.paths import CONFIGS_DIR
@@ -56,26 +56,27 @@ class SearchSettings(_Strict):
     cost: CostSettings = CostSettings()
 
 
+# Far beyond any real network: a typo fails here instead of hanging whatever walks the space.
+MAX_BLOCKS = 256
+MAX_WIDTH = 1 << 16
+MAX_FM = 1 << 14
+MAX_LAYERS = 64
+
+
 class BlockScale(_Strict):
-    ch: list[int] = Field(min_length=2)
-    fm: list[int] = Field(min_length=2)
-    stage: list[int] = Field(min_length=3)
-    num_layers: list[int] = Field(min_length=2)
+    ch: list[int] = Field(min_length=2, max_length=MAX_BLOCKS)
+    fm: list[int] = Field(min_length=2, max_length=MAX_BLOCKS)
+    stage: list[int] = Field(min_length=3, max_length=MAX_BLOCKS + 1)
+    num_layers: list[int] = Field(min_length=2, max_length=MAX_BLOCKS)
 
-    @field_validator("ch", "fm")
+    @field_validator("ch", "fm", "num_layers", "stage")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
+    def _in_range(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        low, high = {"ch": (1, MAX_WIDTH), "fm": (1, MAX_FM), "num_layers": (0, MAX_LAYERS),
+                     "stage": (0, MAX_BLOCKS)}[info.field_name]
         for i, x in enumerate(v):
-            if x <= 0:
-                raise ValueError(f"entry {i} is {x}; must be positive")
-        return v
-
-    @field_validator("num_layers", "stage")
-    @classmethod
-    def _non_negative(cls, v: list[int]) -> list[int]:
-        for i, x in enumerate(v):
-            if x < 0:
-                raise ValueError(f"entry {i} is {x}; must be >= 0")
+            if not low <= x <= high:
+                raise ValueError(f"entry {i} is {x}; must be between {low} and {high}")
         return v
 
     @model_validator(mode="after")
@@ -115,16 +116,16 @@ class SpaceConfig(_Strict):
 
     name: str = Field(min_length=1)
     description: str = ""
-    input_size: int = Field(gt=0)
-    num_classes: int = Field(100, ge=2)
+    input_size: int = Field(gt=0, le=2 * MAX_FM)
+    num_classes: int = Field(100, ge=2, le=1_000_000)
     stem: Literal["mbv2", "resnet"]
-    init_dim: int = Field(gt=0)
-    head_dim: int | None = Field(None, gt=0)
-    last_dim: int = Field(gt=0)
+    init_dim: int = Field(gt=0, le=MAX_WIDTH)
+    head_dim: int | None = Field(None, gt=0, le=MAX_WIDTH)
+    last_dim: int = Field(gt=0, le=MAX_WIDTH)
     final_conv_in_derived: bool = True
     softmax_temp: float = Field(1.0, gt=0)
     primitives: Primitives
-    adjoin_connect_nums: list[int] = Field(min_length=1)
+    adjoin_connect_nums: list[int] = Field(min_length=1, max_length=MAX_BLOCKS + 1)
     blocks: BlockScale
     search: SearchSettings = SearchSettings()
 
@@ -194,12 +195,18 @@ def parse_space_config(text: str, *, source: str = "<space>") -> SpaceConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "not parseable"
         raise DensenasError(f"{source}:{where} malformed YAML: {problem}") from None
+    except RecursionError:
+        raise DensenasError(f"{source}: malformed YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise DensenasError(f"{source}: malformed YAML: {' '.join(str(exc).split())[:120]}") from None
     if not isinstance(data, dict):
         raise DensenasError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
     try:
         return SpaceConfig.model_validate(data)
+    except RecursionError:
+        raise DensenasError(f"{source}: a field is nested too deeply (or refers to itself)") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         msg = first.get("msg", "invalid").removeprefix("Value error, ")
