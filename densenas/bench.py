@@ -128,6 +128,7 @@ def bench_arch(
     precision: str | None = None,
     lut: str | None = None,
     protocol: "Protocol | None" = None,
+    log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure ``arch`` end to end on ``backend``; with ``lut``, also predict it.
 
@@ -159,6 +160,8 @@ def bench_arch(
 
     prof = make_profiler(backend, threads=threads, precision=precision or "fp32", protocol=protocol or Protocol())
     predicted = arch_cost(arch, table, batch=batch, precision=prof.precision) if table is not None else None
+    if log is not None:  # only once every input is checked: an error stays one line
+        log(f"timing {arch_path} on {prof.name} ...")
     with prof:
         (m,) = measure_archs(prof, [arch], batch)
         fp = prof.fingerprint()

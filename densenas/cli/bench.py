@@ -36,10 +36,10 @@ def bench(
     from densenas.lut.profile import parse_protocol
 
     arch = load_arch(arch_path)
-    err.print(f"timing {arch_path} on {backend} ...")
     result = bench_arch(arch, backend, arch_path=str(arch_path), batch=batch, threads=threads,
                         precision=precision, lut=lut,
-                        protocol=parse_protocol(protocol) if protocol is not None else None)
+                        protocol=parse_protocol(protocol) if protocol is not None else None,
+                        log=lambda msg: err.print(msg, markup=False))
     for note in result.notes:
         warn(note)
     if as_json:
