@@ -8,20 +8,20 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from densenas.console import err, out, print_json
+from densenas.console import out, print_json
 
 
 def search(
-    space: Annotated[Optional[str], typer.Option("--space", help="Search space: a shipped name or a YAML path [default: mbv2-tiny].")] = None,
-    lut: Annotated[Optional[str], typer.Option("--lut", help="LUT file or shipped name [default: the space's shipped CPU LUT].")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="'digits', an image folder (train/, val/) or a packed dataset [default: digits].")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Search epochs [default: the space's search.epochs].")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="Search space: a shipped name or a YAML path (default: mbv2-tiny).")] = None,
+    lut: Annotated[Optional[str], typer.Option("--lut", help="LUT file or shipped name (default: the space's shipped CPU LUT).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="'digits', an image folder (train/, val/) or a packed dataset (default: digits).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Search epochs (default: the space's search.epochs).")] = None,
     arch_update_epoch: Annotated[Optional[int], typer.Option("--arch-update-epoch", help="First epoch with architecture updates; before it only weights train, on uniformly sampled ops.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step per process.")] = None,
     cost: Annotated[Optional[str], typer.Option("--cost", help="Cost in the loss: latency (from the LUT) or flops (computed MACs).")] = None,
     sub_loss_factor: Annotated[Optional[float], typer.Option("--sub-loss-factor", help="Weight of the cost term (0: accuracy only).")] = None,
     target_latency: Annotated[Optional[float], typer.Option("--target-latency", help="Steer the latency to this many ms (up or down) instead of only down.")] = None,
-    out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory [default: runs/search-SPACE-TIMESTAMP].")] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Run directory (default: runs/search-SPACE-TIMESTAMP).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the search in --out from its last checkpoint.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of weights, data order and path sampling.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
@@ -43,7 +43,7 @@ def search(
                             workers=workers, max_steps=max_steps)
     if nproc is not None and not launched_by_torchrun():
         _, run_dir = check(options, world_size=nproc)  # every user mistake shows here, once
-        code = launch(nproc, _argv(options, str(run_dir), as_json))
+        code = launch(nproc, _argv(options, str(run_dir), as_json), device)
         if code:
             raise typer.Exit(code)
         return
@@ -85,10 +85,10 @@ def _report(result) -> None:
     info = summarize(result.arch)
     s = result.summary
     t = Table("#", "block", "in->out", "stride", "fm", "head op", "stack ops", "MACs (M)", "params (K)",
-              title=f"derived architecture ({result.arch.space}, Viterbi)")
+              title=f"derived architecture ({result.arch.space}, Viterbi; mbconv_ omitted)")
     for b in info["blocks"]:
         t.add_row(str(b["index"]), str(b["block_id"]), f"{b['in_ch']}->{b['out_ch']}", str(b["stride"]),
-                  str(b["fm"]), b["head_op"], ", ".join(b["stack_ops"]) or "-",
+                  str(b["fm"]), _short(b["head_op"]), ", ".join(map(_short, b["stack_ops"])) or "-",
                   f"{b['macs'] / 1e6:.2f}", f"{b['params'] / 1e3:.1f}")
     out.print(t)
     out.print(f"MACs {info['macs'] / 1e6:.2f} M, params {info['params'] / 1e6:.3f} M, {info['layers']} layers")
@@ -102,6 +102,10 @@ def _report(result) -> None:
     f = result.files
     out.print(f"run directory {f.root}: arch.json, arch_params.json, checkpoint.pt, history.json, run.json, tensorboard/")
     out.print(f"search time {result.wall_s:.1f} s")
+
+
+def _short(op: str) -> str:
+    return op.removeprefix("mbconv_")
 
 
 def register(app: typer.Typer) -> None:

@@ -140,11 +140,15 @@ def _comm_device(ctx: DistContext) -> torch.device:
     return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
+def launch(nproc: int, argv: Sequence[str], device: str = "cpu") -> int:
     """Run ``densenas <argv>`` under torchrun with ``nproc`` processes on this host and
     return its exit code (``densenas search --nproc N`` is this)."""
     if nproc < 1:
         raise DensenasError(f"--nproc must be at least 1, got {nproc}")
+    if device.startswith("cuda"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if nproc > gpus:
+            raise DensenasError(f"--nproc {nproc} --device cuda: this host has {gpus} GPU(s), one process per GPU")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "densenas", *argv]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -24,13 +24,12 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from densenas.console import err
 from densenas.errors import DensenasError
 from densenas.fileio import write_json
 from densenas.search import distributed as D
@@ -38,6 +37,7 @@ from densenas.search.checkpoint import capture_rng, load_checkpoint, restore_rng
 from densenas.search.diagnostics import OpMix, max_entropy, mean_entropy, op_mix
 from densenas.search.loss import CostObjective, choice_log_prob
 from densenas.search.optim import arch_optimizer, cosine_schedule, rescale_sampled_, weight_optimizer
+from densenas.search.report import ProgressScope, cost_text, epoch_report, say, warn
 from densenas.search.sampler import NonFiniteError, PathSampler, SampledPath
 from densenas.search.settings import CHECKPOINT, RunSettings, SearchOptions, resolve
 
@@ -83,7 +83,7 @@ class SearchResult:
     summary: dict[str, Any]
     settings: RunSettings
     is_main: bool = True
-    epochs_run: int = 0
+    epochs_done: int = 0  # epochs finished, including those before a resume
     wall_s: float = 0.0
     rank_check: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +107,7 @@ class SearchResult:
             "params": s.get("params"),
             "top1": s.get("val_top1"),
             "epochs": self.settings.epochs,
-            "epochs_run": self.epochs_run,
+            "epochs_done": self.epochs_done,
             "wall_s": round(self.wall_s, 3),
             "world_size": self.settings.world_size,
             "rank_check": self.rank_check,
@@ -210,7 +210,7 @@ class SearchEngine:
         if resume and self.files.checkpoint.exists():
             self._load(self.files.checkpoint)
         elif resume and ctx.is_main:
-            _say(f"[yellow]warning:[/yellow] {self.files.checkpoint} does not exist; starting the search from the beginning")
+            warn(f"{self.files.checkpoint} does not exist; starting the search from the beginning")
         # architecture parameters are not DDP's: rank 0's values are everyone's, at start and on resume
         D.broadcast_(ctx, self.arch_params)
 
@@ -266,7 +266,7 @@ class SearchEngine:
         if self.ctx.is_main:
             self.files.root.mkdir(parents=True, exist_ok=True)
             if self.start_epoch == 0:
-                self.initial = self._summary(None)
+                self.initial = self._summary()
                 write_json(self.files.run, self._run_record())
             self._header()
             from torch.utils.tensorboard import SummaryWriter
@@ -285,83 +285,93 @@ class SearchEngine:
                 rank_check = self._rank_check()
                 record = {"epoch": epoch, "searching": searching, **train, **arch, **val, **rank_check}
                 if self.ctx.is_main:
-                    record.update(self._summary(epoch))
+                    record.update(self._summary())
                     record["seconds"] = time.perf_counter() - e0
                     self.history.append(record)
                     self._write_epoch(epoch, record, writer)
-                    self._print_epoch(record)
+                    epoch_report(record, s.epochs, s.cost_type)
         except NonFiniteError as exc:
             raise self._stopped(exc) from None
         finally:
             if writer is not None:
                 writer.close()
         last = self.history[-1] if self.history else {}
-        arch = self._derive()[0]
+        arch = self.derive()[0]
         return SearchResult(self.files, arch, last, s, self.ctx.is_main, len(self.history),
                             time.perf_counter() - t0, rank_check)
 
     def _arch_epoch(self, epoch: int) -> dict[str, float]:
-        net, space, k = self.net, self.space, 2
-        net.train()
-        _requires_grad(self.arch_params, True)
+        self.net.train()
         meters = _Meters()
         with self._progress(f"epoch {epoch} arch", self.arch_steps) as tick:
             for step, (x, y) in _batches(self.data.val, self.arch_steps):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                where = f" (epoch {epoch}, arch step {step})"
-                self.sampler.reseed(epoch, "arch", step)
-                path = self.sampler.sample(net.head_alphas, net.stack_alphas, k, self.cfg.sample_policy,
-                                           where=where).to(self.device)
-                old_head = [a.detach().gather(-1, i).clone() for a, i in zip(net.head_alphas, path.head)]
-                old_stack = [a.detach().gather(-1, i).clone() for a, i in zip(net.stack_alphas, path.stack)]
-                logits = net(x, path.head, path.stack)
-                cost = self._chained(self.cost_tables, path)
-                if self.objective.target is None:
-                    loss, term = self.objective.loss(logits, y, cost)
-                else:
-                    choice, derived = self._derived_choice()
-                    log_prob = choice_log_prob(space, net.betas, net.head_alphas, net.stack_alphas, choice)
-                    loss, term = self.objective.loss(logits, y, cost, derived, log_prob)
-                values = self._step_values(loss, logits, y, where, extra=(float(term.detach()), float(cost.detach())))
-                # weights are not in `inputs`: no weight gradients are computed, no DDP hook fires
-                grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
-                for p, g in zip(self.arch_params, grads):
-                    p.grad = g
-                D.average_grads_(self.ctx, self.arch_params)
-                self.aopt.step()
-                self.aopt.zero_grad(set_to_none=True)
-                rescale_sampled_(net.head_alphas, old_head, path.head)
-                rescale_sampled_(net.stack_alphas, old_stack, path.stack)
-                meters.add(values)
+                meters.add(self.arch_step(x, y, epoch, step))
                 tick(f"loss {meters.mean('loss'):.3f} acc {meters.acc():.1f}% cost {meters.mean('cost'):.4g}")
-        _requires_grad(self.arch_params, False)
         return {"arch_loss": meters.mean("loss"), "arch_top1": meters.acc(), "arch_cost_term": meters.mean("term"),
                 "arch_sampled_cost": meters.mean("cost"), "arch_steps": meters.steps}
 
-    def _weight_epoch(self, epoch: int, searching: bool) -> dict[str, float]:
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> dict[str, float]:
+        """One architecture step on a validation batch:
+        two sampled ops per mixed op, CE + cost term, averaged gradients, Adam, rescale."""
         net = self.net
-        net.train()
+        _requires_grad(self.arch_params, True)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        where = f" (epoch {epoch}, arch step {step})"
+        self.sampler.reseed(epoch, "arch", step)
+        path = self.sampler.sample(net.head_alphas, net.stack_alphas, 2, self.cfg.sample_policy,
+                                   where=where).to(self.device)
+        old_head = [a.detach().gather(-1, i).clone() for a, i in zip(net.head_alphas, path.head)]
+        old_stack = [a.detach().gather(-1, i).clone() for a, i in zip(net.stack_alphas, path.stack)]
+        logits = net(x, path.head, path.stack)
+        cost = self._chained(self.cost_tables, path)
+        if self.objective.target is None:
+            loss, term = self.objective.loss(logits, y, cost)
+        else:
+            choice, derived = self._derived_choice()
+            log_prob = choice_log_prob(self.space, net.betas, net.head_alphas, net.stack_alphas, choice)
+            loss, term = self.objective.loss(logits, y, cost, derived, log_prob)
+        values = self._step_values(loss, logits, y, where, extra=(float(term.detach()), float(cost.detach())))
+        # weights are not in `inputs`: no weight gradients are computed, no DDP hook fires
+        grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
+        for p, g in zip(self.arch_params, grads):
+            p.grad = g
+        D.average_grads_(self.ctx, self.arch_params)
+        self.aopt.step()
+        self.aopt.zero_grad(set_to_none=True)
+        rescale_sampled_(net.head_alphas, old_head, path.head)
+        rescale_sampled_(net.stack_alphas, old_stack, path.stack)
         _requires_grad(self.arch_params, False)
+        return values
+
+    def _weight_epoch(self, epoch: int, searching: bool) -> dict[str, float]:
+        self.net.train()
         policy = self.cfg.sample_policy if searching else "uniform"
         lr = self.wopt.param_groups[0]["lr"]
         meters = _Meters()
         with self._progress(f"epoch {epoch} weights", self.weight_steps) as tick:
             for step, (x, y) in _batches(self.data.train, self.weight_steps):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                where = f" (epoch {epoch}, weight step {step})"
-                self.sampler.reseed(epoch, "weights", step)
-                path = self.sampler.sample(net.head_alphas, net.stack_alphas, self.cfg.weight_sample_num, policy,
-                                           where=where).to(self.device)
-                self.wopt.zero_grad(set_to_none=True)
-                logits = self.model(x, path.head, path.stack)
-                loss = F.cross_entropy(logits, y)
-                values = self._step_values(loss, logits, y, where)
-                loss.backward()
-                self.wopt.step()
-                self.sched.step()
-                meters.add(values)
+                meters.add(self.weight_step(x, y, epoch, step, policy))
                 tick(f"loss {meters.mean('loss'):.3f} acc {meters.acc():.1f}% lr {self.wopt.param_groups[0]['lr']:.4g}")
         return {"lr": lr, "train_loss": meters.mean("loss"), "train_top1": meters.acc(), "weight_steps": meters.steps}
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, policy: str) -> dict[str, float]:
+        """One weight step on a train batch: one sampled op per mixed op, SGD, the LR schedule
+        (the arch parameters take no part in the backward pass)."""
+        net = self.net
+        _requires_grad(self.arch_params, False)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        where = f" (epoch {epoch}, weight step {step})"
+        self.sampler.reseed(epoch, "weights", step)
+        path = self.sampler.sample(net.head_alphas, net.stack_alphas, self.cfg.weight_sample_num, policy,
+                                   where=where).to(self.device)
+        self.wopt.zero_grad(set_to_none=True)
+        logits = self.model(x, path.head, path.stack)
+        loss = F.cross_entropy(logits, y)
+        values = self._step_values(loss, logits, y, where)
+        loss.backward()
+        self.wopt.step()
+        self.sched.step()
+        return values
 
     @torch.no_grad()
     def _validate(self, epoch: int) -> dict[str, float]:
@@ -434,7 +444,7 @@ class SearchEngine:
         choice = viterbi_choice(self.space, ArchParams.from_supernet(self.net))
         return choice, choice_cost(self.space, self.cost_tables, choice)
 
-    def _derive(self):
+    def derive(self):
         from densenas.arch_params import ArchParams
         from densenas.derive import derive_viterbi
 
@@ -442,7 +452,7 @@ class SearchEngine:
         return derive_viterbi(self.space, params, num_classes=self.num_classes), params
 
     @torch.no_grad()
-    def _summary(self, epoch: int | None) -> dict[str, Any]:
+    def _summary(self) -> dict[str, Any]:
         """Expected and derived cost, entropies and the derived network's op mix."""
         from densenas.cost import arch_cost
         from densenas.counting import count_macs, count_params
@@ -450,7 +460,7 @@ class SearchEngine:
         from densenas.nets import build_derived
 
         net, space = self.net, self.space
-        arch, params = self._derive()
+        arch, params = self.derive()
         derived_net = build_derived(arch)
         mix: OpMix = op_mix(arch, space, self.cost_tables)
         out: dict[str, Any] = {
@@ -550,44 +560,16 @@ class SearchEngine:
         target = f", target {s.target_latency_ms:g} ms" if s.target_latency_ms else ""
         dist = f", {self.ctx.world_size} processes ({self.ctx.backend})" if self.ctx.enabled else ""
         what = "resuming" if self.start_epoch else "searching"
-        _say(f"[bold]{what}[/bold] space {s.space} on {self.data.name} ({self.num_classes} classes), {lut}, "
-                  f"cost {s.cost_type} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
-                  f"(arch updates from epoch {s.arch_update_epoch}), batch {s.batch_size}, seed {s.seed}, "
-                  f"device {self.device}{dist}")
-        _say(f"run directory: {self.files.root}" + (f" (from epoch {self.start_epoch})" if self.start_epoch else ""))
+        say(f"[bold]{what}[/bold] space {s.space} on {self.data.name} ({self.num_classes} classes), {lut}, "
+            f"cost {s.cost_type} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
+            f"(arch updates from epoch {s.arch_update_epoch}), batch {s.batch_size}, seed {s.seed}, "
+            f"device {self.device}{dist}")
+        say(f"run directory: {self.files.root}" + (f" (from epoch {self.start_epoch + 1})" if self.start_epoch else ""))
         if self.start_epoch == 0:
-            _say(f"initial: {self._cost_text(self.initial)}")
+            say(f"initial: {cost_text(self.initial, s.cost_type)}")
 
-    def _cost_text(self, r: dict[str, Any]) -> str:
-        unit = r["cost_unit"]
-        if r.get("expected_latency_ms") is not None:
-            exp, der = r["expected_latency_ms"], r["derived_latency_ms"]
-            text = f"latency expected {exp:.4g} ms | derived {der:.4g} ms ({100 * (der / exp - 1):+.0f}%)"
-            if self.settings.cost_type != "latency":
-                text += f"; {self.settings.cost_type} expected {r['expected_cost']:.4g} | derived {r['derived_cost']:.4g} {unit}"
-            return text
-        return f"{self.settings.cost_type} expected {r['expected_cost']:.4g} {unit} | derived {r['derived_cost']:.4g} {unit}"
-
-    def _print_epoch(self, r: dict[str, Any]) -> None:
-        s = self.settings
-        parts = [f"[bold]epoch {r['epoch'] + 1}/{s.epochs}[/bold]"]
-        if r.get("arch_loss") is not None:
-            parts.append(f"arch loss {r['arch_loss']:.3f} (cost term {r['arch_cost_term']:+.3f})")
-        parts.append(f"train loss {r['train_loss']:.3f} acc {r['train_top1']:.1f}%")
-        if r.get("val_top1") is not None:
-            parts.append(f"val acc {r['val_top1']:.1f}%")
-        parts.append(f"{r['seconds']:.1f}s")
-        _say("  ".join(parts))
-        h, hm, st, sm = r["head_entropy"], r["head_entropy_max"], r["stack_entropy"], r["stack_entropy_max"]
-        _say(f"  {self._cost_text(r)}")
-        _say(f"  entropy head {h:.2f}/{hm:.2f} stack {st:.2f}/{sm:.2f} | derived: {r['op_mix_text']}, "
-                  f"{r['macs'] / 1e6:.2f} M MACs, {r['params'] / 1e6:.3f} M params")
-        if r["collapsed"] and r["searching"]:
-            _say(f"[yellow]warning:[/yellow] the derived network picks the cheapest op for {100 * r['op_mix']['cheapest_share']:.0f}% of its "
-                 "choices: the cost term dominates (lower --sub-loss-factor, or aim at a budget with --target-latency)")
-
-    def _progress(self, label: str, total: int) -> "_ProgressScope":
-        return _ProgressScope(label, total, enabled=self.show and err.is_terminal)
+    def _progress(self, label: str, total: int) -> ProgressScope:
+        return ProgressScope(label, total, enabled=self.show)
 
 
 # -- small helpers ---------------------------------------------------------------------------------------
@@ -614,33 +596,6 @@ class _Meters:
         return 100 * self.sums.get("correct", 0.0) / max(self.sums.get("n", 0.0), 1.0)
 
 
-class _ProgressScope:
-    """A rich progress bar for one phase on a terminal; nothing otherwise."""
-
-    def __init__(self, label: str, total: int, *, enabled: bool) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self._progress = None
-
-    def __enter__(self) -> Callable[[str], None]:
-        if not self.enabled:
-            return lambda _text: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=True)
-        self._progress.start()
-        task = self._progress.add_task(self.label, total=self.total, info="")
-
-        def tick(text: str) -> None:
-            self._progress.update(task, advance=1, info=text)
-
-        return tick
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def _batches(loader, limit: int) -> Iterator[tuple[int, Any]]:
     for step, batch in enumerate(loader):
         if step >= limit:
@@ -655,10 +610,6 @@ def _cap(n: int, limit: int | None) -> int:
 def _requires_grad(params, flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
-
-
-def _say(text: str) -> None:
-    err.print(text, soft_wrap=True)
 
 
 def _seed_everything(seed: int) -> None:

@@ -4,20 +4,21 @@ Without a target, the paper's term: ``sub_loss_factor * log(C) / log(log_base)``
 the chained cost of the step's sampled path. It only ever pushes the cost down, at a
 rate (in log space) that does not depend on how large the cost is.
 
-With a target T (``--target-latency``) the term is the RMS relative deviation from T of
-the cost of the networks the architecture distribution describes:
+With a target T (``--target-latency``) the term steers the network derivation gives now
+(Viterbi route, argmax ops; cost C_d from the same tables), not the average:
 
-    sub_loss_factor * sqrt(E[(C/T - 1)^2]) / log(log_base)
-      = sub_loss_factor * sqrt((E[C]/T - 1)^2 + Var[C]/T^2) / log(log_base)
+- outside 5% of T, the gradient is the paper's ``d log(C)`` signed by the side of T that
+  C_d is on: while the derived network is slower than T the step pushes the chained
+  cost down exactly as the paper's term does, while it is faster it pushes it up;
+- inside the band that push fades linearly to zero and a commitment term takes over:
+  ``-log P(derived network)``, which makes the distribution settle on the network that
+  meets the target instead of drifting off it;
+- its value is ``|log(C_d / T)|`` (times the factor), the distance the user cares about.
 
-The first part alone is the symmetric |E[C]/T - 1|: it pushes the expected cost down
-above the target and up below it, but it lands only the *average* on T. The derived
-network is the most probable one, and when every op distribution has been nudged
-toward cheap ops it is far cheaper than the average (the relaxation gap the per-epoch
-summary shows). The variance part makes the distribution commit to networks whose cost
-is near T (it is zero only when every probable network costs the same), so the derived
-network lands on the target too. Both moments are chained exactly like the expected
-cost (beta: a distribution over a block's outgoing edges; alpha: independent rows).
+The plain symmetric ``|log(C / T)|`` lands only the chained cost, an average over
+still-undecided op distributions, on T. The derived network is the most probable one,
+and once every distribution has been nudged toward cheap ops it is far cheaper than
+that average (the relaxation gap the per-epoch summary prints), so it misses the target.
 
 C is one number per step: not summed or averaged over the batch's samples, so the cost
 term weighs the same against the (batch-mean) cross-entropy at any batch size.
@@ -32,7 +33,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from densenas.cost.tables import CostTables
 from densenas.space import SearchSpace
 
 
@@ -83,58 +83,3 @@ def choice_log_prob(space: SearchSpace, betas: Sequence[torch.Tensor], head_alph
             for layer, op in enumerate(choice.stack[dst]):
                 total = total + F.log_softmax(stack_alphas[n][layer].double(), -1)[op]
     return total
-
-
-def _row_moments(alpha: torch.Tensor, table: torch.Tensor, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and second moment of each row's cost (over its sampled ops, renormalised)."""
-    table = table.to(alpha.dtype)
-    if index is not None:
-        alpha, table = alpha.gather(-1, index), table.gather(-1, index)
-    p = F.softmax(alpha, dim=-1)
-    return (p * table).sum(-1), (p * table * table).sum(-1)
-
-
-def chained_moments(space: SearchSpace, tables: CostTables, betas: Sequence[torch.Tensor],
-                    head_alphas: Sequence[torch.Tensor], stack_alphas: Sequence[torch.Tensor],
-                    head_index: Sequence[torch.Tensor] | None = None,
-                    stack_index: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of the network cost when the route is drawn by softmax(beta)
-    (a Markov chain over the blocks) and each mixed op independently by softmax(alpha).
-    The mean is ``chained_cost``; the variance comes from the second moments chained the
-    same way, from the last block to the first."""
-    dtype = torch.float64
-    temp = space.softmax_temp
-    weights = [F.softmax(b.to(dtype) / temp, dim=-1) for b in betas]
-    zero = weights[0].new_zeros(())
-    head_m, stack_m = [], []
-    for n in range(len(space.routing_blocks)):
-        hi = None if head_index is None else head_index[n]
-        si = None if stack_index is None else stack_index[n]
-        head_m.append(_row_moments(head_alphas[n].to(dtype), tables.head[n], hi))
-        if stack_alphas[n].shape[0]:
-            m1, m2 = _row_moments(stack_alphas[n].to(dtype), tables.stack[n], si)
-            stack_m.append((m1.sum(), (m2 - m1 * m1).sum()))  # layers are independent
-        else:
-            stack_m.append((zero, zero))
-    final = space.final
-    m1: list[torch.Tensor] = [zero] * len(space.blocks)
-    m2: list[torch.Tensor] = [zero] * len(space.blocks)
-    for b in reversed(space.blocks[:-1]):
-        s_mean, s_var = stack_m[b.id - 1] if b.id > 0 else (zero, zero)
-        x1, x2 = zero, zero  # moments of what follows the block's stacked layers
-        for e, dst in enumerate(b.out_edges):
-            j = space.blocks[dst].in_edges.index(b.id)
-            if dst == final.id:
-                h1 = tables.final[j].to(dtype)
-                h2 = h1 * h1
-            else:
-                h1, h2 = head_m[dst - 1][0][j], head_m[dst - 1][1][j]
-            w = weights[b.id][e]
-            x1 = x1 + w * (h1 + m1[dst])
-            x2 = x2 + w * (h2 + 2 * h1 * m1[dst] + m2[dst])
-        m1[b.id] = s_mean + x1
-        m2[b.id] = s_var + s_mean * s_mean + 2 * s_mean * x1 + x2
-    k = float(tables.stem) + float(tables.classifier)
-    mean_ops = k + m1[0]
-    var_ops = m2[0] - m1[0] * m1[0]
-    return tables.total(mean_ops), tables.scale**2 * var_ops

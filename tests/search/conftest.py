@@ -56,3 +56,22 @@ def tiny_lut(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lut") / "mbv2-tiny-model.json"
     build_lut(SearchSpace.load("mbv2-tiny")).save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Searches in these tests run on one intra-op thread: fast on a shared machine (no
+    spinning threads fighting over cores) and one float reduction order everywhere."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_search_cli(*args: str, timeout: float = 600):
+    """The real CLI in a subprocess, on one thread (see ``one_thread``)."""
+    from tests.conftest import run_cli
+
+    return run_cli(*args, timeout=timeout, env={"OMP_NUM_THREADS": "1"})

@@ -18,8 +18,8 @@ from densenas.lut.store import LatencyTable, load_lut
 from densenas.search import SearchOptions, run_search
 from densenas.search.checkpoint import CHECKPOINT_SCHEMA, load_checkpoint
 from densenas.space import SearchSpace
-from tests.conftest import assert_user_error, run_cli
-from tests.search.conftest import build_lut, write_space
+from tests.conftest import assert_user_error
+from tests.search.conftest import build_lut, run_search_cli as run_cli, write_space
 
 FAST = dict(batch_size=16)
 

@@ -1,0 +1,188 @@
+"""What one search step costs, beside one training step of the network it derives.
+
+    python benchmarks/search_step.py [--space mbv2-tiny] [--batch-size N] [--device cpu|cuda]
+
+Times, on one batch of the search data, the engine's own weight step (one sampled op per
+mixed op, SGD) and architecture step (two sampled ops, chained cost, Adam, rescale), and
+a plain SGD step of the Viterbi-derived network; reports medians and spreads after a
+warm-up, the supernet's parameter bytes and peak memory (RSS on CPU, allocator peak on
+CUDA), and writes them into a section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from densenas.fileio import write_text  # noqa: E402
+
+SECTION = "## Search step vs a training step of the derived network (`benchmarks/search_step.py`)"
+BEGIN, END = "<!-- search-step:begin -->", "<!-- search-step:end -->"
+
+
+def _timed(fn: Callable[[int], None], device: torch.device, *, warmup: int, min_reps: int, min_s: float) -> list[float]:
+    """Per-call milliseconds: ``warmup`` untimed calls, then at least ``min_reps`` calls and
+    ``min_s`` seconds, each synchronised on CUDA."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        fn(i)
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    i = warmup
+    while len(times) < min_reps or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        fn(i)
+        sync()
+        times.append(1e3 * (time.perf_counter() - t0))
+        i += 1
+    return times
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(times, n=4)
+    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "n": len(times)}
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run(space: str, batch_size: int | None, device: str, threads: int | None, min_reps: int, min_s: float) -> dict:
+    from densenas.nets import build_derived
+    from densenas.search import SearchEngine, SearchOptions
+    from densenas.search.distributed import DistContext
+    from densenas.search.settings import fresh
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    settings = fresh(SearchOptions(space=space, cost="flops", batch_size=batch_size, epochs=2, arch_update_epoch=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = SearchEngine(settings, Path(tmp), DistContext(device=dev), progress=False)
+    arch_def = engine.derive()[0]  # from the seeded initial parameters, before any step moves them
+    x, y = next(iter(engine.data.train))
+    xv, yv = next(iter(engine.data.val))
+    if len(yv) < len(y):
+        xv, yv = x, y
+    load_before = os.getloadavg()[0]
+    rss_before = _peak_mb(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    weights = _timed(lambda i: engine.weight_step(x, y, 0, i, "prob"), dev, warmup=3, min_reps=min_reps, min_s=min_s)
+    arch = _timed(lambda i: engine.arch_step(xv, yv, 0, i), dev, warmup=3, min_reps=min_reps, min_s=min_s)
+    super_peak = _peak_mb(dev)
+
+    derived = build_derived(arch_def).to(dev).train()
+    opt = torch.optim.SGD(derived.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
+    xd, yd = x.to(dev), y.to(dev)
+
+    def derived_step(_: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(derived(xd), yd).backward()
+        opt.step()
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    plain = _timed(derived_step, dev, warmup=3, min_reps=min_reps, min_s=min_s)
+    net = engine.net
+    return {
+        "space": settings.space,
+        "batch": int(y.numel()),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(),
+        "weight_step": _stats(weights),
+        "arch_step": _stats(arch),
+        "derived_step": _stats(plain),
+        "supernet_param_bytes": _bytes(net),
+        "supernet_weights": sum(p.numel() for p in net.weight_parameters()),
+        "derived_param_bytes": _bytes(derived),
+        "peak_mb": super_peak,
+        "peak_before_steps_mb": rss_before,
+        "peak_kind": "CUDA allocator peak" if dev.type == "cuda" else "process peak RSS",
+        "derived_net_config": arch_def.to_dict()["net_config"],
+        "load": (load_before, os.getloadavg()[0]),
+    }
+
+
+def markdown(r: dict) -> str:
+    w, a, d = r["weight_step"], r["arch_step"], r["derived_step"]
+    cpu = f"{platform.machine()}, {platform.system()} {platform.release()}"
+    lines = [
+        SECTION,
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')} on {r['device']} ({cpu}), torch {torch.__version__}, "
+        f"{r['threads']} intra-op threads; space {r['space']}, batch {r['batch']} (one batch of the digits search data); "
+        f"load average {r['load'][0]:.2f} at start, {r['load'][1]:.2f} at end (a shared machine: other work adds noise).",
+        "",
+        "| step | median ms | IQR ms | reps | x derived |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, s in (("search: weight step (1 op per mixed op, SGD)", w),
+                    ("search: arch step (2 ops, chained cost, Adam, rescale)", a),
+                    ("derived network: SGD training step", d)):
+        lines.append(f"| {name} | {s['median_ms']:.1f} | {s['iqr_ms']:.1f} | {s['n']} | {s['median_ms'] / d['median_ms']:.1f} |")
+    lines += [
+        "",
+        f"Supernet: {r['supernet_weights'] / 1e6:.2f} M weights, {r['supernet_param_bytes'] / 2**20:.1f} MiB of "
+        f"parameters and buffers (derived network: {r['derived_param_bytes'] / 2**20:.2f} MiB); "
+        f"{r['peak_kind']} {r['peak_mb']:.0f} MiB after the search steps ({r['peak_before_steps_mb']:.0f} MiB before them).",
+        f"Derived network timed: `{r['derived_net_config']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's marked section of RESULTS.md (or append it), leaving the rest alone."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    write_text(path, new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default="mbv2-tiny")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the space's search batch size")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    ap.add_argument("--min-reps", type=int, default=20)
+    ap.add_argument("--min-seconds", type=float, default=3.0)
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    r = run(args.space, args.batch_size, args.device, args.threads, args.min_reps, args.min_seconds)
+    text = markdown(r)
+    print(text)
+    if not args.no_write:
+        write_section(args.results, text)
+        print(f"wrote {args.results}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
