@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from densenas.console import err, out, print_json
+from densenas.lut.profile import ENV_PROTOCOL
 from densenas.lut.store import LutRow
 from densenas.signature import OpSignature
 
@@ -31,7 +32,7 @@ def profile(
         Optional[str],
         typer.Option(
             "--protocol",
-            envvar="DENSENAS_PROFILE_PROTOCOL",
+            envvar=ENV_PROTOCOL,
             help="Measurement protocol: a preset (default, fast) and/or key=value settings, e.g. 'fast,chunk_size=4'.",
         ),
     ] = None,

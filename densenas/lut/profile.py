@@ -208,14 +208,17 @@ def run_meta(prof: "Profiler", space: "SearchSpace", *, batch: int, name: str, l
 def measurement_quality(table: LatencyTable, rel_iqr_target: float) -> dict[str, Any]:
     """How settled the rows are: the share whose IQR/median met the protocol's target and
     the median IQR/median. A low share means a noisy host (other work, throttling)."""
-    rel = sorted(r.iqr_ms / r.median_ms for r in table.rows.values() if r.median_ms > 0 and r.samples > 0)
+    measured = [r for r in table.rows.values() if r.median_ms > 0 and r.samples > 0]
+    rel = sorted(r.iqr_ms / r.median_ms for r in measured)
     if not rel:
         return {"rows": 0}
+    busy = [r for r in measured if r.host_busy is not None]
     return {
         "rows": len(rel),
         "stable_share": round(sum(x < rel_iqr_target for x in rel) / len(rel), 3),
         "median_rel_iqr": round(rel[len(rel) // 2], 4),
         "rel_iqr_target": rel_iqr_target,
+        "busy_host_share": round(sum(r.host_busy > BUSY_CPUS for r in busy) / len(busy), 3) if busy else None,
     }
 
 
@@ -225,13 +228,16 @@ def busy_host_warning(threads: int) -> str | None:
     scheduler slice, and per-op latencies come out orders of magnitude too high."""
     from profilers import hostinfo
 
-    load = _loadavg()
+    monitor = HostMonitor()
+    time.sleep(0.5)
+    others = monitor.other_cpus()
     cpus = hostinfo.usable_cpus()
-    if load is None or load[0] + threads <= cpus + 0.5:
+    if others is None or others + threads <= cpus + BUSY_CPUS:
         return None
     return (
-        f"the host is busy (load average {load[0]:.1f} on {cpus} CPUs) and this run uses {threads} threads: "
-        "latencies will be noisy and may be far too high; profile on an idle host, or with fewer --threads"
+        f"the host is busy (other processes use {others:.1f} of {cpus} CPUs) and this run uses {threads} threads: "
+        "latencies will be noisy and may be far too high; profile on an idle host, or with fewer --threads "
+        "(rows measured meanwhile can be redone later with --remeasure-noisy)"
     )
 
 
@@ -339,8 +345,45 @@ def profile_space(
     )
 
 
+# A row measured while other processes kept more than this many CPUs busy is redone by
+# ``remeasure_above`` whatever its spread: with several threads per op, a competitor makes
+# every call wait for a descheduled thread, consistently, so such rows can look settled.
+BUSY_CPUS = 0.25
+
+
 def _noisy(row: LutRow, limit: float | None) -> bool:
-    return limit is not None and row.median_ms > 0 and row.samples > 0 and row.iqr_ms / row.median_ms > limit
+    if limit is None or row.samples == 0:
+        return False
+    if row.host_busy is not None and row.host_busy > BUSY_CPUS:
+        return True
+    return row.median_ms > 0 and row.iqr_ms / row.median_ms > limit
+
+
+class HostMonitor:
+    """CPUs kept busy by other processes between two calls (Linux /proc/stat, best effort):
+    the host's busy CPU time less this process's own, over the wall time."""
+
+    def __init__(self) -> None:
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
+        own = os.times()
+        return time.monotonic(), busy / self._hz, own.user + own.system
+
+    def other_cpus(self) -> float | None:
+        now = self._snapshot()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        others = (now[1] - last[1]) - (now[2] - last[2])
+        return round(max(0.0, others / (now[0] - last[0])), 2)
 
 
 def _open_table(path: Path, meta: dict[str, Any], *, resume: bool, force: bool, log: LogFn, notes: list[str]) -> LatencyTable:
@@ -392,17 +435,22 @@ def _measure_into(
     chunk = prof.protocol.chunk_size
     pending = 0
     done = 0
+    monitor = HostMonitor()
+    chunk_busy: float | None = None
 
     def on_done(key: str, m: Any) -> None:
-        nonlocal pending, done
+        nonlocal pending, done, chunk_busy
+        if pending == 0:  # the first result of a chunk: its measuring has just ended
+            chunk_busy = monitor.other_cpus()
         sig = by_key[key]
-        row = LutRow.from_measurement(sig, m, measured_at=_now())
+        row = LutRow.from_measurement(sig, m, measured_at=_now(), host_busy=chunk_busy)
         table.add(row)
         pending += 1
         done += 1
         if pending >= chunk or done == len(todo):
             table.save(path)
             pending = 0
+            monitor.other_cpus()  # the next chunk starts now
         if on_progress is not None:
             on_progress(reused + done, total, sig, row)
 

@@ -47,7 +47,8 @@ class LutRow:
 
     ``count`` is how many measurements were averaged into the row (legacy lists measured
     one signature once per stacked layer); ``measured_at`` is when the row was measured,
-    so a resumed run can be shown not to have re-measured it.
+    so a resumed run can be shown not to have re-measured it; ``host_busy`` how many CPUs
+    other processes kept busy meanwhile (None when unknown), the usual cause of bad rows.
     """
 
     signature: OpSignature
@@ -61,13 +62,16 @@ class LutRow:
     count: int = 1
     note: str = ""
     measured_at: str = ""
+    host_busy: float | None = None
 
     @property
     def key(self) -> str:
         return self.signature.key()
 
     @classmethod
-    def from_measurement(cls, sig: OpSignature, m: Any, *, measured_at: str = "", note: str = "") -> "LutRow":
+    def from_measurement(
+        cls, sig: OpSignature, m: Any, *, measured_at: str = "", note: str = "", host_busy: float | None = None
+    ) -> "LutRow":
         """A row from a ``profilers.stats.Measurement`` (duck-typed: densenas does not need its class)."""
         return cls(
             signature=sig,
@@ -80,6 +84,7 @@ class LutRow:
             rounds=int(m.rounds),
             measured_at=measured_at,
             note=note,
+            host_busy=host_busy,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,8 +94,9 @@ class LutRow:
                 d[f.name] = getattr(self, f.name)
         if not d["note"]:
             del d["note"]
-        if not d["measured_at"]:
-            del d["measured_at"]
+        for optional in ("measured_at", "host_busy"):
+            if d[optional] in ("", None):
+                del d[optional]
         return d
 
     @classmethod
@@ -119,6 +125,12 @@ class LutRow:
         measured_at = d.get("measured_at", "")
         if not isinstance(note, str) or not isinstance(measured_at, str):
             raise DensenasError(f"{where}: fields 'note' and 'measured_at' must be strings")
+        host_busy = d.get("host_busy")
+        if host_busy is not None and (
+            not isinstance(host_busy, (int, float)) or isinstance(host_busy, bool)
+            or not _finite(host_busy) or host_busy < 0
+        ):
+            raise DensenasError(f"{where}: field 'host_busy' must be a finite non-negative number of CPUs, got {host_busy!r}")
         return cls(
             signature=sig,
             samples=_int_field(d["samples"], f"{where}: field 'samples'", minimum=0),
@@ -126,6 +138,7 @@ class LutRow:
             count=_int_field(d.get("count", 1), f"{where}: field 'count'", minimum=1),
             note=note,
             measured_at=measured_at,
+            host_busy=host_busy,
             **stats,
         )
 
@@ -136,9 +149,17 @@ def _int_field(value: Any, where: str, *, minimum: int) -> int:
     return value
 
 
+def _finite(value: int | float) -> bool:
+    """math.isfinite without the OverflowError an integer beyond float range raises."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _ms_field(value: Any, where: str) -> float:
     """A latency: a finite, non-negative number (0 only where a row's time is counted elsewhere)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value) or value < 0:
         raise DensenasError(f"{where} must be a finite non-negative number of milliseconds, got {value!r}")
     return float(value)
 
@@ -417,7 +438,7 @@ def _validate_meta(meta: dict[str, Any], source: str) -> None:
         if not isinstance(cal, dict):
             raise DensenasError(f"{source}: field 'meta.calibration' must be a JSON object")
         for k, v in cal.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
                 raise DensenasError(f"{source}: field 'meta.calibration.{k}' must be a finite number, got {v!r}")
 
 

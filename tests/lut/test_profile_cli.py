@@ -181,11 +181,16 @@ def test_remeasure_noisy_redoes_only_the_noisy_rows(micro: Path, tmp_path: Path)
 
     out = tmp_path / "noisy.json"
     first = profile_space(str(micro), "torch-cpu", out=out, protocol=parse_protocol("fast")).table
-    key = sorted(first.rows)[3]
-    first.rows[key] = replace(first.rows[key], iqr_ms=first.rows[key].median_ms * 1e9, measured_at="spoilt")
+    assert all(r.host_busy is not None for r in first.rows.values())  # recorded per chunk
+    keys = sorted(first.rows)
+    for k in keys:  # a quiet host, a settled spread...
+        first.rows[k] = replace(first.rows[k], host_busy=0.0, iqr_ms=0.0)
+    spread, busy = keys[3], keys[7]  # ...except one wide spread and one busy host
+    first.rows[spread] = replace(first.rows[spread], iqr_ms=first.rows[spread].median_ms, measured_at="spoilt")
+    first.rows[busy] = replace(first.rows[busy], host_busy=1.5, measured_at="spoilt")
     first.save(out)
-    res = profile_space(str(micro), "torch-cpu", out=out, protocol=parse_protocol("fast"), remeasure_above=1e8)
-    assert (res.measured, res.remeasured, res.reused) == (1, 1, NEEDED - 1)
+    res = profile_space(str(micro), "torch-cpu", out=out, protocol=parse_protocol("fast"), remeasure_above=0.5)
+    assert (res.measured, res.remeasured, res.reused) == (2, 2, NEEDED - 2)
     after = LatencyTable.load(out)
-    assert after.rows[key].measured_at != "spoilt"
-    assert all(after.rows[k] == first.rows[k] for k in first.rows if k != key)
+    assert after.rows[spread].measured_at != "spoilt" and after.rows[busy].measured_at != "spoilt"
+    assert all(after.rows[k] == first.rows[k] for k in keys if k not in (spread, busy))
