@@ -36,3 +36,12 @@ def legacy_dir() -> Path:
     if not LEGACY.is_dir():
         pytest.skip(f"the paper's latency lists are not beside this checkout ({LEGACY})")
     return LEGACY
+
+
+# Fuzz tests draw the same examples on every run, so CI is reproducible; run with
+# HYPOTHESIS_PROFILE=explore to draw new ones.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, database=None)
+_hyp_settings.register_profile("explore", database=None)
+_hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

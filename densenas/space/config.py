@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from densenas.errors import DensenasError
 from densenas.paths import CONFIGS_DIR
 from densenas.signature import parse_op
+from densenas.yamlfile import parse_mapping, read_text, resolve_named_file, validate
 
 
 class _Strict(BaseModel):
@@ -149,9 +150,6 @@ class SpaceConfig(_Strict):
         return self
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
 
 def shipped_spaces() -> dict[str, Path]:
     return {p.stem: p for p in sorted(CONFIGS_DIR.glob("*.yaml")) if _is_space_file(p)}
@@ -167,49 +165,19 @@ def _is_space_file(path: Path) -> bool:
 
 def resolve_space_path(name_or_path: str) -> Path:
     """A shipped space name (``mbv2``) or a path to a YAML file."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise DensenasError(f"{name_or_path}: search-space file not found")
-        return p
-    shipped = shipped_spaces()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    raise DensenasError(
-        f"unknown search space {name_or_path!r}; shipped: {', '.join(shipped)} (or give a path to a YAML file)"
-    )
+    return resolve_named_file(name_or_path, shipped_spaces(), "search space")
 
 
 def load_space_config(name_or_path: str) -> SpaceConfig:
     path = resolve_space_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{path}: cannot read search-space file ({exc})") from None
-    return parse_space_config(text, source=str(path))
+    return parse_space_config(read_text(path, "search-space file"), source=str(path))
 
 
 def parse_space_config(text: str, *, source: str = "<space>") -> SpaceConfig:
+    data = parse_mapping(text, source, "search space")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "not parseable"
-        raise DensenasError(f"{source}:{where} malformed YAML: {problem}") from None
-    except RecursionError:
-        raise DensenasError(f"{source}: malformed YAML: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise DensenasError(f"{source}: malformed YAML: {' '.join(str(exc).split())[:120]}") from None
-    if not isinstance(data, dict):
-        raise DensenasError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
-    try:
-        return SpaceConfig.model_validate(data)
-    except RecursionError:
-        raise DensenasError(f"{source}: a field is nested too deeply (or refers to itself)") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        msg = first.get("msg", "invalid").removeprefix("Value error, ")
-        raise DensenasError(f"{source}: field {_field_path(first.get('loc', ()))}: {msg}") from None
+        return validate(SpaceConfig, data, source)
     except DensenasError as exc:
+        if str(exc).startswith(source):
+            raise
         raise DensenasError(f"{source}: field primitives: {exc}") from None

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from densenas.arch import Arch
 from densenas.errors import DensenasError
+from densenas.yamlfile import field_path as _field_path
+from densenas.yamlfile import parse_mapping, read_text, resolve_named_file, validate
 from densenas.paths import CONFIGS_DIR
 
 TRAIN_CONFIGS_DIR = CONFIGS_DIR / "train"
@@ -108,53 +109,21 @@ def default_recipe_name(data: str) -> str:
     return DIGITS_RECIPE if data == "digits" else DEFAULT_RECIPE
 
 
+def _msg(error: Any) -> str:
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise DensenasError(f"{name_or_path}: training recipe file not found")
-        return p
-    shipped = shipped_recipes()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    raise DensenasError(
-        f"unknown training recipe {name_or_path!r}; shipped: {', '.join(shipped) or 'none'} (or give a path to a YAML file)"
-    )
+    return resolve_named_file(name_or_path, shipped_recipes(), "training recipe")
 
 
 def load_recipe(name_or_path: str) -> TrainRecipe:
     path = resolve_recipe_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{path}: cannot read training recipe ({exc})") from None
-    return parse_recipe(text, source=str(path))
+    return parse_recipe(read_text(path, "training recipe"), source=str(path))
 
 
 def parse_recipe(text: str, *, source: str = "<recipe>") -> TrainRecipe:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise DensenasError(f"{source}:{where} malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DensenasError(f"{source}: a training recipe must be a YAML mapping, got {type(data).__name__}")
-    try:
-        return TrainRecipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise DensenasError(f"{source}: field {_field_path(first.get('loc', ()))}: {_msg(first)}") from None
-
-
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def _msg(error: Any) -> str:
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return validate(TrainRecipe, parse_mapping(text, source, "training recipe"), source)
 
 
 # -- a run's resolved settings ----------------------------------------------------------
