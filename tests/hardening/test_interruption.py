@@ -123,7 +123,7 @@ def test_search_killed_before_and_after_its_first_checkpoint_ends_as_uninterrupt
 
     resumed = cli_json(*argv, "--resume")
     ref = finish(reference)
-    assert resumed["epochs_run"] == ref["epochs_run"] == SEARCH_EPOCHS
+    assert resumed["epochs_done"] == ref["epochs_done"] == SEARCH_EPOCHS
     for name in ("arch_params.json", "arch.json"):
         assert json.loads((run / name).read_text()) == json.loads((tmp_path / "ref" / name).read_text()), name
     mine = json.loads((run / "history.json").read_text())["epochs"]
@@ -142,8 +142,8 @@ def test_search_stops_on_a_non_finite_loss_and_keeps_the_last_checkpoint(micro, 
                "--epochs", "2", "--arch-update-epoch", "1", "--max-steps", "2", "--sub-loss-factor", "1e39")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the loss became") and "epoch 1, arch step 0" in last, last
-    assert f"last good checkpoint {run / 'checkpoint.pt'} (epoch 0) is intact" in last, last
+    assert last.startswith("error: search stopped: the loss became") and "epoch 1, arch step 0" in last, last
+    assert f"last good checkpoint {run / 'checkpoint.pt'} (after epoch 1) is intact" in last, last
     assert assert_outputs_whole(run) == []
     assert _checkpoint_epoch(run / "checkpoint.pt") == 0
     from densenas.arch_params import load_arch_params
