@@ -158,15 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.paper_runs <= args.paper_discard:
         ap.error("--paper-runs must exceed --paper-discard")
 
+    from densenas.lut.profile import HostMonitor
+
     load_start = os.getloadavg()
+    monitor = HostMonitor()
+    busy: dict[str, list[float | None]] = {"ours": [], "paper": []}
+    ours = []
     with tempfile.TemporaryDirectory() as tmp:
-        ours = [run_ours(args.space, args.threads, Path(tmp) / f"ours{i}.json") for i in (1, 2)]
-        for i, (w, r) in enumerate(ours, 1):
-            print(f"ours run {i}: {w:.1f} s, {len(r)} signatures", file=sys.stderr)
+        for i in (1, 2):
+            monitor.other_cpus()
+            ours.append(run_ours(args.space, args.threads, Path(tmp) / f"ours{i}.json"))
+            busy["ours"].append(monitor.other_cpus())
+            print(f"ours run {i}: {ours[-1][0]:.1f} s, {len(ours[-1][1])} signatures, "
+                  f"other processes {busy['ours'][-1]} CPUs", file=sys.stderr)
     paper = []
     for i in (1, 2):
+        monitor.other_cpus()
         paper.append(run_paper(args.space, args.threads, args.paper_runs, args.paper_discard))
-        print(f"paper run {i}: {paper[-1][0]:.1f} s, {paper[-1][2]} instances", file=sys.stderr)
+        busy["paper"].append(monitor.other_cpus())
+        print(f"paper run {i}: {paper[-1][0]:.1f} s, {paper[-1][2]} instances, "
+              f"other processes {busy['paper'][-1]} CPUs", file=sys.stderr)
     load_end = os.getloadavg()
 
     if args.dump:
@@ -186,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Machine: {hostinfo.cpu_model()}, {hostinfo.usable_cpus()} usable CPUs, {args.threads} threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}, backend torch-cpu, batch 1, fp32. "
-        f"Date: {date}. Load average at start / end: {load_start[0]:.2f} / {load_end[0]:.2f} "
-        "(other work on the host adds noise to both protocols alike).",
+        f"Date: {date}. Load average at start / end: {load_start[0]:.2f} / {load_end[0]:.2f}; CPUs kept busy by "
+        f"other processes during each run: densenas {busy['ours']}, paper {busy['paper']} "
+        "(other work on the host spoils both protocols alike).",
         "",
         f"Command: `python benchmarks/profile_protocol.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
         "",
