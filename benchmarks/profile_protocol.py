@@ -111,7 +111,7 @@ def shipped_lines() -> list[str]:
         "Shipped LUTs measured with `densenas profile --space S --backend B --out luts/S/NAME@1.json` "
         "(default protocol); figures from each LUT's provenance (`profile_wall_s`, `host_load`, `quality`):",
         "",
-        "| LUT | backend | device | rows | profiling wall time (s) | per-call overhead (us) | load avg start / end "
+        "| LUT | backend | device | rows | measuring wall time, all passes (s) | per-call overhead (us) | load avg start / end "
         "| share of rows settled (IQR/median < target) | date |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
@@ -147,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", type=Path, help="also write every run's per-row milliseconds to this JSON file")
     ap.add_argument("--shipped-only", action="store_true",
                     help="only refresh the table of shipped LUTs' profiling wall times (its own section)")
+    ap.add_argument("--note", default="", help="a paragraph to add under the table (--shipped-only)")
     args = ap.parse_args(argv)
     if args.shipped_only:
         text = "\n".join(["## Shipped LUTs: profiling wall time (`benchmarks/profile_protocol.py --shipped-only`)",
-                          *shipped_lines()])
+                          *shipped_lines(), *(["", args.note] if args.note else [])])
         print(text)
         if not args.no_write:
             write_section(text, results=args.results, section="profile_protocol-shipped")

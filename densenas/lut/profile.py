@@ -222,6 +222,20 @@ def measurement_quality(table: LatencyTable, rel_iqr_target: float) -> dict[str,
     }
 
 
+def _quality_warning(quality: dict[str, Any]) -> str | None:
+    """A warning when many rows were measured on a busy host or spread widely; None when fine."""
+    if not quality.get("rows"):
+        return None
+    busy = quality.get("busy_host_share") or 0.0
+    if busy > 0.1:
+        return (f"{busy:.0%} of rows were measured while other processes kept more than {BUSY_CPUS} CPUs busy; "
+                "redo them in a quiet spell with --remeasure-noisy 0.25")
+    if quality["median_rel_iqr"] > 0.5:
+        return (f"the rows' median IQR/median is {quality['median_rel_iqr']:.2f}: the host was noisy; "
+                "redo the worst rows with --remeasure-noisy 0.25")
+    return None
+
+
 def busy_host_warning(threads: int) -> str | None:
     """A warning when other work already occupies the CPUs the measurement needs: with
     several threads per op, one descheduled thread stalls the others for a whole
@@ -330,12 +344,14 @@ def profile_space(
     wall_s = time.perf_counter() - t0
     table.meta["updated"] = _now()
     table.meta["host_load"] = {"start": meta["host_load"]["start"], "end": _loadavg()}
-    if todo:  # measuring time summed over the runs that filled this file
+    if todo:  # measuring time summed over the runs that filled this file, and each run
         table.meta["profile_wall_s"] = round(float(table.meta.get("profile_wall_s") or 0.0) + wall_s, 2)
+        table.meta.setdefault("runs", []).append(
+            {"date": meta["date"], "measured": len(todo), "remeasured": redo, "wall_s": round(wall_s, 2)}
+        )
     table.meta["quality"] = quality = measurement_quality(table, prof.protocol.rel_iqr_target)
-    if todo and quality.get("rows") and quality["stable_share"] < 0.5:
-        msg = (f"only {quality['stable_share']:.0%} of rows settled within the protocol's spread target "
-               f"(median IQR/median {quality['median_rel_iqr']:.2f}): the host was noisy; consider re-measuring")
+    msg = _quality_warning(quality) if todo else None
+    if msg:
         notes.append(msg)
         log(f"warning: {msg}")
     table.save(path)
