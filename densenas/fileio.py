@@ -84,13 +84,17 @@ def parse_json(text: str, *, source: str) -> Any:
         raise DensenasError(f"{source}: not valid JSON ({exc})") from None
 
 
-def read_json(path: str | os.PathLike, *, what: str) -> Any:
-    """Read a JSON file as data; ``what`` names the kind of file in the messages."""
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A user's text file; ``what`` names the kind of file in the one-line error."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DensenasError(f"{p}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DensenasError(f"{p}: cannot read {what} ({exc})") from None
-    return parse_json(text, source=str(p))
+
+
+def read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """Read a JSON file as data; ``what`` names the kind of file in the messages."""
+    return parse_json(read_text(path, what=what), source=str(Path(path)))

@@ -29,13 +29,6 @@ def resolve_named_file(name_or_path: str, shipped: dict[str, Path], what: str) -
     )
 
 
-def read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{path}: cannot read {what} ({exc})") from None
-
-
 def parse_mapping(text: str, source: str, what: str) -> dict[str, Any]:
     """``yaml.safe_load`` of a file that must hold a mapping (empty means empty)."""
     try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from densenas import paths
 from densenas.errors import DensenasError
-from densenas.fileio import write_text
+from densenas.fileio import read_text, write_text
 from densenas.signature import PRECISIONS, OpSignature, parse_op
 
 if TYPE_CHECKING:
@@ -363,14 +363,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DensenasError(f"{path}: LUT file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DensenasError(f"{path}: cannot read LUT file ({exc})") from None
-        return cls.loads(text, source=str(path))
+        return cls.loads(read_text(path, what="LUT file"), source=str(Path(path)))
 
     @classmethod
     def loads(cls, text: str, *, source: str = "<lut>") -> "LatencyTable":

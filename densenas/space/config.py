@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from densenas.errors import DensenasError
 from densenas.paths import CONFIGS_DIR
 from densenas.signature import parse_op
-from densenas.yamlfile import parse_mapping, read_text, resolve_named_file, validate
+from densenas.fileio import read_text
+from densenas.yamlfile import parse_mapping, resolve_named_file, validate
 
 
 class _Strict(BaseModel):

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from densenas.arch import Arch
 from densenas.errors import DensenasError
 from densenas.yamlfile import field_path as _field_path
-from densenas.yamlfile import parse_mapping, read_text, resolve_named_file, validate
+from densenas.fileio import read_text
+from densenas.yamlfile import parse_mapping, resolve_named_file, validate
 from densenas.paths import CONFIGS_DIR
 
 TRAIN_CONFIGS_DIR = CONFIGS_DIR / "train"
