@@ -148,13 +148,7 @@ def sample_indices(alphas: list[torch.Tensor], k: int, seed: int) -> list[torch.
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are tiny: on a shared CPU, OpenMP fan-out only adds waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
