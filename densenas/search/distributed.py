@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -67,9 +68,28 @@ def init(device: str) -> DistContext:
     return DistContext(rank, world, local_rank, backend, dev)
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ctx: DistContext, *, wait_for_all: bool = False) -> None:
+    """Leave the process group. With ``wait_for_all`` (a clean finish) every rank first
+    waits at a barrier: a rank that tears gloo down while rank 0 is still writing its
+    files can abort at interpreter exit. After an error no barrier, since the other ranks
+    may never reach it."""
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    if wait_for_all:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[DistContext]:
+    """``init`` on entry, ``shutdown`` on exit (waiting for all ranks when nothing failed)."""
+    ctx = init(device)
+    try:
+        yield ctx
+    except BaseException:
+        shutdown(ctx)
+        raise
+    shutdown(ctx, wait_for_all=True)
 
 
 def broadcast_(ctx: DistContext, tensors: Sequence[torch.Tensor], src: int = 0) -> None:

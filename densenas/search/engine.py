@@ -117,8 +117,7 @@ class SearchResult:
 
 def run_search(options: SearchOptions, *, progress: bool = True) -> SearchResult:
     """Resolve the options, join the process group if torchrun started us, and search."""
-    ctx = D.init(options.device)
-    try:
+    with D.process_group(options.device) as ctx:
         settings, run_dir, error = None, None, None
         if ctx.is_main:
             try:
@@ -134,8 +133,6 @@ def run_search(options: SearchOptions, *, progress: bool = True) -> SearchResult
         engine = SearchEngine(settings, Path(payload[1]), ctx, resume=options.resume,
                               workers=options.workers, progress=progress)
         return engine.run()
-    finally:
-        D.shutdown(ctx)
 
 
 def check(options: SearchOptions, *, world_size: int) -> tuple[RunSettings, Path]:

@@ -358,11 +358,8 @@ def train(job: TrainJob) -> dict[str, Any]:
     """Run ``densenas train``; under torchrun, join the process group first (the search's
     ``densenas.search.distributed``: gloo on CPU, NCCL on GPU) and leave it after."""
     resolve_device(job.device)
-    ctx = D.init(job.device)
-    try:
+    with D.process_group(job.device) as ctx:
         return Trainer(job, ctx).run()
-    finally:
-        D.shutdown(ctx)
 
 
 # -- RNG state, kept as tensors and plain data so weights_only loading reads it ------------
