@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import re
@@ -27,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from densenas.fileio import write_json, write_text  # noqa: E402
+from benchmarks.results import write_section  # noqa: E402
+from densenas.fileio import write_json  # noqa: E402
 
 SHIPPED = ["mbv2-tiny=mbv2-tiny/onnxruntime-cpu", "mbv2-tiny=mbv2-tiny/torch-cpu",
            "mbv2=mbv2/onnxruntime-cpu", "mbv2=mbv2/torch-cpu"]
-BEGIN, END = "<!-- lut-accuracy:begin -->", "<!-- lut-accuracy:end -->"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,17 +150,6 @@ def table_markdown(results: list[dict], argv: list[str], started: str, wall_s: f
     return "\n".join(rows + notes)
 
 
-def replace_section(path: Path, body: str, title: str) -> None:
-    """Rewrite only this benchmark's section of a shared file (between the markers)."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"## {title}\n\n{block}\n"
-    write_text(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -188,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.work / "lut_accuracy.json", {"started": started, "argv": argv, "results": results})
     print(md)
     if not args.no_write:
-        replace_section(ROOT / "benchmarks" / "RESULTS.md", md, "LUT accuracy (benchmarks/lut_accuracy.py)")
-        replace_section(ROOT / "docs" / "lut-accuracy.md", md, "Latest figures")
+        write_section(md, "lut-accuracy", title="LUT accuracy (benchmarks/lut_accuracy.py)")
+        write_section(md, "lut-accuracy", path=ROOT / "docs" / "lut-accuracy.md", title="Latest figures")
     return 0
 
 

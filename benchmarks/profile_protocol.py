@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.results import RESULTS, write_section  # noqa: E402
 
 
 def agreement(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -108,7 +110,7 @@ def shipped_lines() -> list[str]:
         return []
     return [
         "",
-        "Shipped LUTs measured with `densenas profile --space S --backend B --out luts/S/NAME@1.json` "
+        "Shipped LUTs measured with `densenas profile --space S --backend B --out luts/S/NAME@N.json` "
         "(default protocol); figures from each LUT's provenance (`profile_wall_s`, `host_load`, `quality`):",
         "",
         "| LUT | backend | device | rows | measuring wall time, all passes (s) | per-call overhead (us) | load avg start / end "
@@ -116,20 +118,6 @@ def shipped_lines() -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
-
-
-def write_section(text: str, *, results: Path = RESULTS, section: str = "profile_protocol") -> None:
-    """Replace this benchmark's section of RESULTS.md (between its markers), or append it."""
-    from densenas.fileio import write_text
-
-    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-    body = f"{begin}\n{text.rstrip()}\n{end}\n"
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + body + old[old.index(end) + len(end) :].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + body
-    write_text(results, new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                           *shipped_lines(), *(["", args.note] if args.note else [])])
         print(text)
         if not args.no_write:
-            write_section(text, results=args.results, section="profile_protocol-shipped")
+            write_section(text, "profile_protocol-shipped", path=args.results)
         return 0
     if args.paper_runs <= args.paper_discard:
         ap.error("--paper-runs must exceed --paper-discard")
@@ -226,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text, results=args.results, section=args.section)
+        write_section(text, args.section, path=args.results)
         print(f"wrote {args.results}", file=sys.stderr)
     return 0
 

@@ -28,10 +28,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from densenas.fileio import write_text  # noqa: E402
+from benchmarks.results import write_section  # noqa: E402
 
 SECTION = "## Search step vs a training step of the derived network (`benchmarks/search_step.py`)"
-BEGIN, END = "<!-- search-step:begin -->", "<!-- search-step:end -->"
 
 
 def _timed(fn: Callable[[int], None], device: torch.device, *, warmup: int, min_reps: int, min_s: float) -> list[float]:
@@ -153,18 +152,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's marked section of RESULTS.md (or append it), leaving the rest alone."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    write_text(path, new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="mbv2-tiny")
@@ -180,7 +167,7 @@ def main() -> None:
     text = markdown(r)
     print(text)
     if not args.no_write:
-        write_section(args.results, text)
+        write_section(text, "search-step", path=args.results)
         print(f"wrote {args.results}", file=sys.stderr)
 
 

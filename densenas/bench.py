@@ -57,11 +57,18 @@ def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None)
     from densenas.lut.profile import make_profiler
 
     threads = lut.meta.get("threads")
+    options = {}
+    if lut.backend == "onnxruntime":
+        # LUTs made before spinning was recorded ran with ONNX Runtime's default: on
+        host = lut.meta.get("host")
+        spinning = host.get("thread_pool_spinning", True) if isinstance(host, dict) else True
+        options["spinning"] = spinning is True
     return make_profiler(
         lut.backend,
         threads=int(threads) if isinstance(threads, int) else None,
         precision=lut.precision,
         protocol=protocol or lut_protocol(lut),
+        **options,
     )
 
 

@@ -22,6 +22,7 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
+SPIN_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
 
 def _gpu_visible() -> bool:
@@ -92,6 +93,10 @@ class OnnxRuntimeProfiler(Profiler):
     """ONNX Runtime with ``ORT_ENABLE_ALL``, sequential execution, one inter-op thread and
     a fixed intra-op thread count (``threads``, default torch's current count).
 
+    ``spinning`` lets idle pool threads spin for work (ONNX Runtime's own default). Off
+    by default: the protocol interleaves many sessions, and a spinning pool of one
+    steals cores from the next.
+
     ``providers`` picks the execution provider chain (e.g. ``["TensorrtExecutionProvider",
     "CUDAExecutionProvider"]``); by default CUDA when available, else CPU. fp16 needs a
     GPU provider.
@@ -110,6 +115,7 @@ class OnnxRuntimeProfiler(Profiler):
         cache_dir: str | None = None,
         protocol: Protocol | None = None,
         providers: Sequence[str] | None = None,
+        spinning: bool = False,
     ) -> None:
         super().__init__(
             threads=threads,
@@ -121,6 +127,7 @@ class OnnxRuntimeProfiler(Profiler):
         if providers is not None and (isinstance(providers, str) or not providers):
             raise ProfilerError(f"{self.name}: providers must be a non-empty list of provider names, got {providers!r}")
         self._requested_providers = list(providers) if providers is not None else None
+        self.spinning = bool(spinning)
         self._providers: list[str] | None = None
         if self.available()[0]:
             self._providers = self._resolve_providers()
@@ -185,7 +192,8 @@ class OnnxRuntimeProfiler(Profiler):
             )
         return (
             f"InferenceSession.run on {self.provider} with a pre-made numpy input, the output returned as a "
-            "new numpy array, session overhead included; host wall clock (perf_counter_ns)"
+            "new numpy array, session overhead included, thread-pool spinning "
+            f"{'on' if self.spinning else 'off'}; host wall clock (perf_counter_ns)"
         )
 
     def device_name(self) -> str:
@@ -208,6 +216,12 @@ class OnnxRuntimeProfiler(Profiler):
         options.intra_op_num_threads = self.threads_in_effect()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        # Each op has its own session and thread pool, and the protocol interleaves many
+        # of them: a pool that spins after its run keeps a core busy while the next
+        # session runs (benchmarks/ort_spinning.py). Without spinning a pool sleeps as
+        # soon as its work is done.
+        for entry in SPIN_ENTRIES:
+            options.add_session_config_entry(entry, "1" if self.spinning else "0")
         return options
 
     def _provider_chain_with_options(self) -> list[str | tuple[str, dict[str, str]]]:
@@ -249,6 +263,7 @@ class OnnxRuntimeProfiler(Profiler):
             "inter_op_threads": 1,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "execution_mode": "ORT_SEQUENTIAL",
+            "thread_pool_spinning": self.spinning,
         }
         if self.on_gpu:
             extra.update(hostinfo.cuda_device_facts(self.device_index))

@@ -238,3 +238,16 @@ def test_validate_refuses_a_backend_that_cannot_run_here(micro, tmp_path):
 def test_validate_refuses_a_lut_that_lacks_the_space(micro):
     with pytest.raises(DensenasError, match="16x16 inputs"):
         validate_lut(str(micro["torch-cpu"]), "mbv2-tiny", samples=2)
+
+
+def test_networks_are_timed_with_the_thread_pool_spinning_the_lut_recorded(tmp_path):
+    from densenas.bench import profiler_for_lut
+
+    current = load_lut("mbv2-tiny/onnxruntime-cpu")
+    assert current.meta["host"]["thread_pool_spinning"] is False
+    assert profiler_for_lut(current).spinning is False
+    # a LUT from before spinning was recorded was measured with ONNX Runtime's default (on)
+    older = load_lut("mbv2-tiny/onnxruntime-cpu")
+    del older.meta["host"]["thread_pool_spinning"]
+    older.save(tmp_path / "older.json")
+    assert profiler_for_lut(load_lut(tmp_path / "older.json")).spinning is True

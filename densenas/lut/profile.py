@@ -107,9 +107,10 @@ def shard_signatures(signatures: list[OpSignature], shard: tuple[int, int] | Non
     return ordered[i - 1 :: n]
 
 
-def make_profiler(backend: str, *, threads: int | None, precision: str, protocol: "Protocol") -> "Profiler":
-    """Instantiate a registered backend and check it can run here (ProfilerUnavailable
-    otherwise, one line with the fix)."""
+def make_profiler(backend: str, *, threads: int | None, precision: str, protocol: "Protocol",
+                  **backend_options: Any) -> "Profiler":
+    """Instantiate a registered backend (with any options of its own) and check it can run
+    here (ProfilerUnavailable otherwise, one line with the fix)."""
     from profilers import get_profiler_class, hostinfo
 
     if precision not in PRECISIONS:
@@ -120,7 +121,7 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
         from profilers.errors import ProfilerUnavailable
 
         raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
-    prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol)
+    prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
     prof.check_available()
     return prof
 

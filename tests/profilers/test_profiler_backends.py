@@ -94,6 +94,17 @@ def test_onnxruntime_fingerprint_names_provider_and_threads() -> None:
     assert fp["intra_op_threads"] == 2 and fp["inter_op_threads"] == 1
 
 
+def test_onnxruntime_sessions_do_not_spin_between_runs() -> None:
+    # interleaved sessions that spin steal the cores from the one being timed
+    with OnnxRuntimeProfiler(threads=2, protocol=FAST) as profiler:
+        prepared = profiler._prepare(nn.Conv2d(8, 8, 3, padding=1), (1, 8, 16, 16))
+        options = prepared.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+        assert profiler.fingerprint()["thread_pool_spinning"] is False
+        prepared.close()
+
+
 def test_torch_cpu_threads_are_set_while_active_and_restored() -> None:
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
