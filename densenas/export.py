@@ -118,6 +118,7 @@ class Weights:
     num_classes: int | None
     net_config: str | None
     description: str
+    supernet_space: str | None = None  # set for a search checkpoint: the weights are the supernet's
 
 
 def read_weights(path: str | Path) -> Weights:
@@ -138,10 +139,7 @@ def read_weights(path: str | Path) -> Weights:
         raise DensenasError(f"{p}: expected a state_dict or a checkpoint dict, got {type(obj).__name__}")
     schema = obj.get("schema")
     if isinstance(schema, str) and schema.startswith("densenas.search_checkpoint"):
-        raise DensenasError(
-            f"{p}: this is a search checkpoint (supernet weights); export needs the derived network's weights "
-            "from `densenas train` (a supernet's shared weights do not map onto a derived network)"
-        )
+        return _search_checkpoint_weights(p, obj)
     if "state_dict" in obj:
         state, field_name = obj["state_dict"], "state_dict"
     elif "model" in obj and isinstance(obj.get("model"), dict):
@@ -161,6 +159,27 @@ def read_weights(path: str | Path) -> Weights:
         num_classes=nc if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0 else None,
         net_config=arch.get("net_config") if isinstance(arch.get("net_config"), str) else None,
         description=f"{p}" + (f" (epoch {epoch})" if isinstance(epoch, int) and not isinstance(epoch, bool) else ""),
+    )
+
+
+def _search_checkpoint_weights(p: Path, obj: dict[str, Any]) -> Weights:
+    """A search checkpoint holds the supernet; the derived network inherits from it."""
+    import torch
+
+    model, settings = obj.get("model"), obj.get("settings")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise DensenasError(f"{p}: field model: expected the supernet's state_dict")
+    space = settings.get("space") if isinstance(settings, dict) else None
+    if not isinstance(space, str) or not space:
+        raise DensenasError(f"{p}: field settings.space: expected the searched space's name or path")
+    epoch = obj.get("epoch")
+    classifier = model.get("classifier.fc.weight")
+    return Weights(
+        state_dict=model,
+        num_classes=int(classifier.shape[0]) if isinstance(classifier, torch.Tensor) else None,
+        net_config=None,
+        description=f"{p} (search checkpoint" + (f", epoch {epoch}" if isinstance(epoch, int) else "") + ")",
+        supernet_space=space,
     )
 
 
@@ -201,6 +220,15 @@ def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0)
         net = DerivedNet(arch)
     if w is None:
         return net.eval(), f"random (seed {seed})"
+    if w.supernet_space is not None:
+        from densenas.nets.inherit import inherit_from_supernet
+        from densenas.space import SearchSpace
+
+        space = SearchSpace.load(w.supernet_space)
+        if space.name != arch.space:
+            raise DensenasError(f"{w.description}: searched space {space.name}, the architecture is of {arch.space}")
+        notes = inherit_from_supernet(net, arch, space, w.state_dict, source=w.description)
+        return net.eval(), "; ".join([f"{w.description}, inherited from the supernet", *notes])
     load_state(net, w)
     return net.eval(), w.description
 

@@ -161,7 +161,7 @@ def test_weights_of_another_network_are_refused(tmp_path):
     with pytest.raises(DensenasError, match="do not fit this architecture"):
         export_arch(arch, tmp_path / "x.onnx", weights=tmp_path / "other.pt")
     torch.save({"schema": "densenas.search_checkpoint/1", "supernet": {}}, tmp_path / "checkpoint.pt")
-    with pytest.raises(DensenasError, match="search checkpoint"):
+    with pytest.raises(DensenasError, match="field model: expected the supernet's state_dict"):
         export_arch(arch, tmp_path / "x.onnx", weights=tmp_path / "checkpoint.pt")
     assert not (tmp_path / "x.onnx").exists()
 
@@ -217,3 +217,97 @@ def test_tensorrt_engine_matches_pytorch_on_gpu(tmp_path):
         assert [c.batch for c in result.checks] == [1, 3]
         assert all(c.ok for c in result.checks)
         assert (tmp_path / f"{precision}.engine").stat().st_size > 0
+
+
+def _searched_supernet(space: SearchSpace, tmp_path: Path, *, skip_first_layer: bool) -> tuple[object, Path]:
+    """A supernet with random weights, BN statistics and architecture parameters, saved
+    as a search checkpoint is."""
+    from densenas.nets.supernet import SuperNet
+    from densenas.search.checkpoint import save_checkpoint
+
+    torch.manual_seed(3)
+    net = SuperNet(space)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():  # the weights are He-initialised already
+            if "running_mean" in name:
+                t.copy_(0.1 * torch.randn_like(t))
+            elif "running_var" in name:
+                t.copy_(torch.rand_like(t) + 0.5)
+        if skip_first_layer:
+            skip = space.stack_primitives.index("skip_connect")
+            for alphas in net.stack_alphas:
+                if alphas.shape[0] >= 2:
+                    alphas[0, skip] = 100.0  # the first of two layers is dropped, the second kept
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 2, "settings": {"space": space.name}, "model": net.state_dict()})
+    return net, path
+
+
+def test_a_search_checkpoint_gives_the_derived_path_its_supernet_weights(tmp_path):
+    from densenas.arch_params import ArchParams
+    from densenas.derive import derive_viterbi
+
+    space = SearchSpace.load("mbv2-tiny")
+    supernet, ckpt = _searched_supernet(space, tmp_path, skip_first_layer=True)
+    arch = derive_viterbi(space, ArchParams.from_supernet(supernet))
+    net, description = build_model(arch, weights=ckpt)
+    assert "search checkpoint, epoch 2" in description and "inherited from the supernet" in description
+    assert "not the searched ones" not in description
+    state = net.state_dict()
+    # every derived head and stack op holds exactly its candidate's tensors
+    skipped_somewhere = False
+    src = 0
+    prims = space.stack_primitives
+    for k, block in enumerate(arch.blocks):
+        dst = block.block_id
+        head = supernet.heads[dst - 1][space.branch_index(dst, src)].candidates[space.head_primitives.index(block.head_op)]
+        for name, t in head.state_dict().items():
+            assert torch.equal(state[f"blocks.{k}.head.{name}"], t), (k, name)
+        alphas = supernet.stack_alphas[dst - 1]
+        layers = [i for i in range(alphas.shape[0]) if prims[int(alphas[i].argmax())] != "skip_connect"]
+        skipped_somewhere |= len(layers) < alphas.shape[0] and bool(layers) and layers != list(range(len(layers)))
+        for i, layer in enumerate(layers):
+            op = supernet.stacks[dst - 1][layer].candidates[int(alphas[layer].argmax())]
+            for name, t in op.state_dict().items():
+                assert torch.equal(state[f"blocks.{k}.stack.{i}.{name}"], t), (k, i, name)
+        src = dst
+    assert skipped_somewhere  # the layer mapping was exercised past a dropped layer
+    for name, t in supernet.classifier.state_dict().items():
+        assert torch.equal(state[f"classifier.{name}"], t)
+    for name, t in supernet.final[space.final.in_edges.index(src)].state_dict().items():
+        assert torch.equal(state[f"final_conv.{name}"], t)
+    # the supernet's affine-free batch norms become identity affines, statistics kept
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in norms)
+    # and the export of it passes the checker and parity
+    result = export_arch(arch, tmp_path / "inherited.onnx", weights=ckpt)
+    assert all(c.ok for c in result.checks) and "inherited from the supernet" in result.weights
+
+
+def test_an_edited_arch_takes_the_first_layers_and_says_so(tmp_path):
+    import dataclasses
+
+    from densenas.arch_params import ArchParams
+    from densenas.derive import derive_viterbi
+
+    space = SearchSpace.load("mbv2-tiny")
+    supernet, ckpt = _searched_supernet(space, tmp_path, skip_first_layer=False)
+    arch = derive_viterbi(space, ArchParams.from_supernet(supernet))
+    k = next(i for i, b in enumerate(arch.blocks) if b.stack_ops)
+    other = next(op for op in MBCONVS if op in space.stack_primitives and op != arch.blocks[k].stack_ops[0])
+    edited = dataclasses.replace(arch, blocks=tuple(
+        dataclasses.replace(b, stack_ops=(other,)) if i == k else b for i, b in enumerate(arch.blocks)))
+    net, description = build_model(edited, weights=ckpt)
+    assert f"block {k}: its stacked ops are not the searched ones" in description
+    dst = edited.blocks[k].block_id
+    want = supernet.stacks[dst - 1][0].candidates[space.stack_primitives.index(other)].state_dict()
+    for name, t in want.items():
+        assert torch.equal(net.state_dict()[f"blocks.{k}.stack.0.{name}"], t)
+
+
+def test_a_search_checkpoint_of_another_space_is_refused(tmp_path):
+    space = SearchSpace.load("mbv2-tiny")
+    _, ckpt = _searched_supernet(space, tmp_path, skip_first_layer=False)
+    arch = _mbv2_arch(["mbconv_k3_t3"], [])
+    with pytest.raises(DensenasError, match="searched space mbv2-tiny"):
+        build_model(arch, weights=ckpt)

@@ -18,7 +18,8 @@ def export(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the ONNX file or TensorRT engine.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or tensorrt.")] = "onnx",
     weights: Annotated[Optional[Path], typer.Option(
-        "--weights", help="Trained weights from `densenas train` (a state_dict or a checkpoint with one); "
+        "--weights", help="Trained weights from `densenas train` (a state_dict or a checkpoint with one), "
+                          "or a search run's checkpoint.pt (the supernet's weights for this path); "
                           "without: seeded random weights.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16.")] = "fp32",
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the exported input.")] = 1,

@@ -56,6 +56,11 @@ def test_cli_search_writes_every_run_file_and_one_json_object(tmp_path, tiny_lut
         assert sum(e["op_mix"]["counts"].values()) >= len(arch.blocks)
     # the per-epoch summary shows expected and derived latency side by side, and the op mix
     assert "expected" in proc.stderr and "derived" in proc.stderr and "skip" in proc.stderr
+    # the derived network exports with the weights it had in the supernet
+    exported = run_cli("export", "--arch", str(out / "arch.json"), "--weights", str(out / "checkpoint.pt"),
+                       "--format", "onnx", "--out", str(tmp_path / "inherited.onnx"), "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert "search checkpoint, epoch 1" in json.loads(exported.stdout)["weights"]
 
 
 def _search(tmp_path: Path, lut: Path, name: str, space: Path, **kw) -> dict:
