@@ -113,7 +113,7 @@ def pct(x: float) -> str:
 def table_markdown(results: list[dict], argv: list[str], started: str, wall_s: float) -> str:
     rows = [
         "| LUT | backend, threads | networks | MAPE before | ±5% / ±10% before | max err before | Spearman "
-        "| MAPE after (CV) | ±5% / ±10% after | max err after | scale, offset "
+        "| MAPE after (CV) | ±5% / ±10% after | max err after | scale, per layer, offset "
         "| ops re-measured alongside: MAPE, ±5% / ±10%, max err |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -127,7 +127,8 @@ def table_markdown(results: list[dict], argv: list[str], started: str, wall_s: f
             f"| {b['samples']} | {b['mape']:.1f}% | {pct(b['within_5pct'])} / {pct(b['within_10pct'])} "
             f"| {b['max_abs_error_pct']:.1f}% | {b['spearman']:.3f} | {a['mape']:.1f}% "
             f"| {pct(a['within_5pct'])} / {pct(a['within_10pct'])} | {a['max_abs_error_pct']:.1f}% "
-            f"| ×{c['scale']:.3f}, {c['network_offset_ms']:+.3f} ms | {inter} |"
+            f"| ×{c['scale']:.3f}, {c.get('per_layer_ms', 0.0) * 1000:+.1f} µs/layer, {c['network_offset_ms']:+.3f} ms "
+            f"| {inter} |"
         )
     devices = sorted({d["device"] for d in results})
     loads = [x for d in results for x in d["load_avg_1min"]]
@@ -141,7 +142,8 @@ def table_markdown(results: list[dict], argv: list[str], started: str, wall_s: f
         f"Command: `{' '.join(['python benchmarks/lut_accuracy.py', *argv])}`",
         "",
         "Before: the plain sum of the LUT's ops (each op's median less the per-call overhead, the overhead "
-        "added once). After: `measured = scale × sum_of_ops + overhead + offset`, a Huber fit on relative "
+        "added once). After: `measured = scale × sum_of_ops + per_layer × layers + overhead + offset`, a Huber "
+        "fit on relative "
         "errors, each network predicted by the fit on the other half of the sample (2-fold cross-validation). "
         "Ops re-measured alongside: the networks' ops timed again in the same interleaved rounds as the networks "
         "and summed the same way, which takes machine drift since the LUT was made out of the comparison and "

@@ -503,6 +503,8 @@ def predict_derived(arch: Arch, lut) -> dict:
     c = arch_cost(arch, lut)
     return {"latency_ms": c.total, "unit": c.unit, "sum_of_ops_ms": c.sum_of_ops,
             "calibration_scale": float(lut.calibration.get("scale", 1.0)),
+            "calibration_per_layer_ms": float(lut.calibration.get("per_layer_ms", 0.0)),
+            "layers": sum(len(b["ops"]) for b in c.per_block),
             "network_offset_ms": c.network_offset, "lut": lut.source, "blocks": c.per_block}
 
 

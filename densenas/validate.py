@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from densenas.space import SearchSpace
 
 MIN_CALIBRATION_SAMPLES = 4
-MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitted: a slope from a
-# handful of noisy points extrapolates wildly
+MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitted: slopes from a
+# handful of noisy points extrapolate wildly
 SCALE_BOUNDS = (0.25, 4.0)
 HUBER_SCALE = 0.02  # relative residuals beyond 2% count linearly, not quadratically
 
@@ -131,58 +131,74 @@ def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``predicted = scale * sum_of_ops + overhead_ms + network_offset_ms``."""
+    """``predicted = scale * sum_of_ops + per_layer_ms * layers + overhead_ms + network_offset_ms``.
+
+    ``per_layer_ms`` is what each layer of a whole network costs beyond its op timed alone
+    (less the per-call overhead): cold weights, the framework's dispatch between modules;
+    negative where a runtime fuses across ops."""
 
     network_offset_ms: float
     scale: float
     fitted_on: int
+    per_layer_ms: float = 0.0
 
-    def predict(self, sum_of_ops: float, overhead_ms: float) -> float:
-        return self.scale * sum_of_ops + overhead_ms + self.network_offset_ms
+    def predict(self, sum_of_ops: float, overhead_ms: float, layers: int = 0) -> float:
+        return self.scale * sum_of_ops + self.per_layer_ms * layers + overhead_ms + self.network_offset_ms
 
     def to_lut(self) -> dict[str, float]:
         """The numbers a LUT's ``meta.calibration`` holds (it accepts numbers only)."""
-        return {"network_offset_ms": self.network_offset_ms, "scale": self.scale, "fitted_on": self.fitted_on}
+        return {"network_offset_ms": self.network_offset_ms, "scale": self.scale,
+                "per_layer_ms": self.per_layer_ms, "fitted_on": self.fitted_on}
 
 
 def fit_calibration(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float, *,
-                    fit_scale: bool = True) -> Calibration:
-    """Huber-robust fit of (scale, offset) on relative residuals; one odd network (a
-    scheduler hiccup on a busy machine) cannot drag the fit far."""
+                    layers: Sequence[int] | None = None, fit_scale: bool = True) -> Calibration:
+    """Huber-robust fit on relative residuals; one odd network (a scheduler hiccup on a
+    busy machine) cannot drag the fit far. With ``fit_scale``, the scale and (given the
+    networks' ``layers``) the per-layer term are fitted beside the offset; without, only
+    the offset."""
     import numpy as np
     from scipy.optimize import least_squares
 
     s = np.asarray(sum_of_ops, dtype=np.float64)
     m = np.asarray(measured, dtype=np.float64)
-    if len(m) < (2 if fit_scale else 1):
-        raise DensenasError(f"calibration needs at least {2 if fit_scale else 1} measured networks, got {len(m)}")
+    n_layers = np.asarray(layers if layers is not None else [0] * len(s), dtype=np.float64)
+    per_layer = fit_scale and layers is not None
+    need = 1 + int(fit_scale) + int(per_layer)
+    if len(m) < need:
+        raise DensenasError(f"calibration needs at least {need} measured networks, got {len(m)}")
+
+    def unpack(params: np.ndarray) -> tuple[float, float, float]:
+        scale = params[0] if fit_scale else 1.0
+        slope = params[1] if per_layer else 0.0
+        return scale, slope, params[-1]
 
     def residuals(params: np.ndarray) -> np.ndarray:
-        scale = params[0] if fit_scale else 1.0
-        return (scale * s + overhead_ms + params[-1] - m) / m
+        scale, slope, offset = unpack(params)
+        return (scale * s + slope * n_layers + overhead_ms + offset - m) / m
 
-    if fit_scale:
-        x0, bounds = np.array([1.0, 0.0]), ([SCALE_BOUNDS[0], -np.inf], [SCALE_BOUNDS[1], np.inf])
-    else:
-        x0, bounds = np.array([0.0]), (-np.inf, np.inf)
-    fit = least_squares(residuals, x0, bounds=bounds, loss="huber", f_scale=HUBER_SCALE)
-    scale = float(fit.x[0]) if fit_scale else 1.0
-    return Calibration(network_offset_ms=float(fit.x[-1]), scale=scale, fitted_on=len(m))
+    lower = ([SCALE_BOUNDS[0]] if fit_scale else []) + ([-np.inf] if per_layer else []) + [-np.inf]
+    upper = ([SCALE_BOUNDS[1]] if fit_scale else []) + ([np.inf] if per_layer else []) + [np.inf]
+    x0 = np.array(([1.0] if fit_scale else []) + ([0.0] if per_layer else []) + [0.0])
+    fit = least_squares(residuals, x0, bounds=(lower, upper), loss="huber", f_scale=HUBER_SCALE)
+    scale, slope, offset = unpack(fit.x)
+    return Calibration(network_offset_ms=float(offset), scale=float(scale), fitted_on=len(m), per_layer_ms=float(slope))
 
 
 def cross_validated(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float,
-                    seed: int, *, fit_scale: bool = True) -> list[float]:
+                    seed: int, *, layers: Sequence[int] | None = None, fit_scale: bool = True) -> list[float]:
     """2-fold cross-validated predictions: each half predicted by the fit on the other."""
     n = len(measured)
     order = list(range(n))
     random.Random(seed).shuffle(order)
     folds = [order[: n // 2], order[n // 2:]]
+    n_layers = list(layers) if layers is not None else [0] * n
     out = [0.0] * n
     for test, train in ((folds[0], folds[1]), (folds[1], folds[0])):
         cal = fit_calibration([sum_of_ops[i] for i in train], [measured[i] for i in train], overhead_ms,
-                              fit_scale=fit_scale)
+                              layers=None if layers is None else [n_layers[i] for i in train], fit_scale=fit_scale)
         for i in test:
-            out[i] = cal.predict(sum_of_ops[i], overhead_ms)
+            out[i] = cal.predict(sum_of_ops[i], overhead_ms, n_layers[i])
     return out
 
 
@@ -356,10 +372,12 @@ def validate_lut(
         result.notes.append(f"the LUT was measured with {table.meta.get('threads')} threads, this run used {result.threads}")
     if calibrate:
         sums = result.sum_of_ops_ms
+        layers = [len(a.layers()) for a in archs]
         fit_scale = fit_scale and len(archs) >= MIN_SCALE_FIT_SAMPLES
-        result.after_cv_ms = cross_validated(sums, measured, table.overhead_ms, seed, fit_scale=fit_scale)
+        result.after_cv_ms = cross_validated(sums, measured, table.overhead_ms, seed, layers=layers,
+                                             fit_scale=fit_scale)
         result.after = accuracy(result.after_cv_ms, measured)
-        result.calibration = fit_calibration(sums, measured, table.overhead_ms, fit_scale=fit_scale)
+        result.calibration = fit_calibration(sums, measured, table.overhead_ms, layers=layers, fit_scale=fit_scale)
         table.calibration = result.calibration.to_lut()
         table.meta["calibration_fit"] = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -117,6 +117,21 @@ def test_calibration_fit_recovers_scale_and_offset_despite_an_outlier():
     assert offset_only.scale == 1.0 and offset_only.network_offset_ms == pytest.approx(0.5, abs=1e-6)
 
 
+def test_calibration_fit_recovers_a_per_layer_term():
+    sums = [1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 4.0, 6.0, 9.0]
+    layers = [12, 20, 15, 30, 18, 25, 22, 28, 14, 19]
+    overhead = 0.01
+    measured = [0.9 * s + 0.04 * n + overhead + 0.2 for s, n in zip(sums, layers)]
+    measured[4] *= 1.4  # an outlier
+    cal = fit_calibration(sums, measured, overhead, layers=layers)
+    assert cal.scale == pytest.approx(0.9, rel=1e-2) and cal.per_layer_ms == pytest.approx(0.04, rel=5e-2)
+    assert cal.network_offset_ms == pytest.approx(0.2, abs=5e-2)
+    assert cal.predict(10.0, overhead, 20) == pytest.approx(0.9 * 10 + 0.04 * 20 + overhead + 0.2, rel=1e-2)
+    assert fit_calibration(sums, measured, overhead).per_layer_ms == 0.0  # no layer counts, no such term
+    exact = [0.9 * s + 0.04 * n + overhead + 0.2 for s, n in zip(sums, layers)]
+    assert cross_validated(sums, exact, overhead, seed=1, layers=layers) == pytest.approx(exact, rel=1e-6)
+
+
 def test_cross_validated_predictions_come_from_the_other_half():
     sums = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     exact = [2.0 * s + 1.0 for s in sums]

@@ -368,6 +368,25 @@ def test_arch_cost_sums_the_path_and_breaks_it_down(tiny, tiny_lut):
     assert sum(b["latency_ms"] for b in c.per_block) == pytest.approx(c.total - OVERHEAD - OFFSET, rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_per_layer_calibration_is_charged_to_every_kept_layer_by_both_cost_paths(tiny, tmp_path, seed):
+    per_layer = 0.025
+    lut = synthetic_lut(tiny, tmp_path / "per-layer.json")
+    lut.calibration = {**lut.calibration, "per_layer_ms": per_layer}
+    choice = random_choice(tiny, seed)
+    arch = choice_to_arch(tiny, choice)
+    c = arch_cost(arch, lut)
+    ops = [lut.latency_ms(sig) - OVERHEAD for _, _, sig in arch.layers()]
+    assert c.total == pytest.approx(SCALE * sum(ops) + per_layer * len(ops) + OVERHEAD + OFFSET, rel=1e-12)
+    assert sum(b["latency_ms"] for b in c.per_block) == pytest.approx(c.total - OVERHEAD - OFFSET, rel=1e-12)
+    # the search's tables charge a kept layer the same and a skipped (dropped) layer nothing extra
+    tables = CostTables.build(tiny, "latency", lut=lut)
+    chained = float(chained_cost(tiny, tables, *one_hot_params(tiny, choice).to_tensors(dtype=torch.float64)))
+    skip = tiny.stack_primitives.index("skip_connect")
+    skipped = sum(op == skip for ops_ in choice.stack.values() for op in ops_)
+    assert chained == pytest.approx(c.total + SCALE * skipped * SKIP_MS, rel=1e-12)
+
+
 def test_arch_cost_refuses_a_lut_lacking_ops(tiny, tmp_path):
     lut = synthetic_lut(tiny, tmp_path / "partial.json", drop="mbconv_k5_t6")
     arch = choice_to_arch(tiny, Choice((0, 1, 3, 5, 7, 8), {1: 3, 3: 0, 5: 0, 7: 0},

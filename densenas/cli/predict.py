@@ -57,8 +57,10 @@ def _predict_arch(arch_path: Path, lut: str | None, cost: str, as_json: bool) ->
                   f"{b['latency_ms']:.4f}")
     out.print(t)
     scale = "" if report["calibration_scale"] == 1.0 else f"{report['calibration_scale']:g} x "
-    out.print(f"predicted latency: {report['latency_ms']:.4f} ms ({scale}{report['sum_of_ops_ms']:.4f} ms of ops "
-              f"+ {report['network_offset_ms']:.4f} ms per network)")
+    per_layer = report["calibration_per_layer_ms"]
+    layers = "" if per_layer == 0.0 else f" {per_layer:+.4f} ms x {report['layers']} layers"
+    out.print(f"predicted latency: {report['latency_ms']:.4f} ms ({scale}{report['sum_of_ops_ms']:.4f} ms of ops"
+              f"{layers} + {report['network_offset_ms']:.4f} ms per network)")
 
 
 def _predict_soft(arch_params: Path, space: str | None, lut: str | None, cost: str, as_json: bool) -> None:

@@ -58,7 +58,8 @@ def validate(
                   f"median err {acc.median_error_pct:+5.1f}%  Spearman {rho}")
     if result.calibration is not None:
         c = result.calibration
-        out.print(f"  calibration: scale {c.scale:.4f}, network offset {c.network_offset_ms:+.4f} ms "
+        out.print(f"  calibration: scale {c.scale:.4f}, per layer {c.per_layer_ms:+.4f} ms, "
+                  f"network offset {c.network_offset_ms:+.4f} ms "
                   f"(fitted on {c.fitted_on}); written to {result.calibrated_lut}")
     if result.plot:
         out.print(f"  plot: {result.plot}")

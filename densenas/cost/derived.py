@@ -23,7 +23,8 @@ class ArchCost:
 
 def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | None = None) -> ArchCost:
     """Predicted latency of a derived network from a LUT: each op charged its median
-    less the per-call overhead, the overhead and calibration added once."""
+    less the per-call overhead (times the calibration's scale, plus its per-layer term),
+    the overhead and the calibration's offset added once."""
     batch = batch or lut.batch
     precision = precision or lut.precision
     if arch.input_size != lut.input_size and lut.input_size:
@@ -36,6 +37,7 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
     overhead = float(lut.overhead_ms)
     cal = lut.calibration or {}
     scale = float(cal.get("scale", 1.0))
+    per_layer = float(cal.get("per_layer_ms", 0.0))
     offset = overhead + float(cal.get("network_offset_ms", 0.0))
     groups: dict[str, dict] = {}
     for (role, idx, _), sig in zip(arch.layers(), sigs):
@@ -50,6 +52,6 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
         g["ops"].append(sig.op)
         g["sum"] += max(lut.latency_ms(sig) - overhead, 0.0)
     total_ops = sum(g["sum"] for g in groups.values())
-    per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"], "latency_ms": scale * g["sum"]}
-                 for g in groups.values()]
-    return ArchCost(scale * total_ops + offset, "ms", total_ops, offset, per_block)
+    per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"],
+                  "latency_ms": scale * g["sum"] + per_layer * len(g["ops"])} for g in groups.values()]
+    return ArchCost(scale * total_ops + per_layer * len(sigs) + offset, "ms", total_ops, offset, per_block)

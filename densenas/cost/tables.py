@@ -16,6 +16,8 @@ from densenas.errors import DensenasError
 from densenas.signature import OpSignature
 from densenas.space import SearchSpace
 
+SKIP = "skip_connect"
+
 COST_TYPES = ("latency", "flops", "params")
 
 
@@ -65,12 +67,16 @@ class CostTables:
             lut.require(sigs, batch=batch, precision=precision, input_size=space.input_size)
             overhead = float(lut.overhead_ms)
             cal = lut.calibration or {}
-
-            def cost(sig: OpSignature) -> float:
-                return max(lut.latency_ms(sig.with_run(batch, precision)) - overhead, 0.0)
-
             offset = overhead + float(cal.get("network_offset_ms", 0.0))
             scale = float(cal.get("scale", 1.0))
+            # the calibration's per-layer term, charged to every layer a network keeps
+            # (a skipped layer is dropped); divided by the scale the total applies
+            per_layer = float(cal.get("per_layer_ms", 0.0)) / scale
+
+            def cost(sig: OpSignature) -> float:
+                own = max(lut.latency_ms(sig.with_run(batch, precision)) - overhead, 0.0)
+                return own if sig.op == SKIP else own + per_layer
+
             unit = "ms"
             source = f"LUT {lut.source}"
         else:
@@ -94,9 +100,9 @@ class CostTables:
                 [[cost(space.head_signature(b.id, src, op)) for op in space.head_primitives] for src in b.in_edges],
                 dtype=torch.float64).reshape(len(b.in_edges), len(space.head_primitives)))
             row = [cost(space.stack_signature(b.id, op)) for op in stack_ops]
-            if skip_reg and "skip_connect" in stack_ops:
+            if skip_reg and SKIP in stack_ops:
                 # the paper's skip_reg: a skipped layer is charged a tenth of the first op
-                row[stack_ops.index("skip_connect")] = row[0] / 10.0
+                row[stack_ops.index(SKIP)] = row[0] / 10.0
             stack.append(torch.tensor([row] * b.num_layers, dtype=torch.float64).reshape(b.num_layers, len(stack_ops)))
         final = torch.tensor([cost(space.final_signature(src)) for src in space.final.in_edges], dtype=torch.float64)
         stem = sum(cost(sig) for sig in space.stem_signatures())
