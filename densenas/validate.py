@@ -27,7 +27,6 @@ from densenas.arch import Arch, ArchBlock, fit_to_space
 from densenas.errors import DensenasError
 
 if TYPE_CHECKING:
-    from densenas.lut.store import LatencyTable
     from densenas.space import SearchSpace
 
 MIN_CALIBRATION_SAMPLES = 4
