@@ -27,12 +27,15 @@ from densenas.arch import Arch, ArchBlock, fit_to_space
 from densenas.errors import DensenasError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from densenas.space import SearchSpace
 
 MIN_CALIBRATION_SAMPLES = 4
 MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitted: slopes from a
 # handful of noisy points extrapolate wildly
-SCALE_BOUNDS = (0.25, 4.0)
+SCALE_BOUNDS = (0.5, 2.0)  # a network is not 2x faster or slower than its ops for want of a term
+PER_LAYER_GAIN = 0.9  # the per-layer term is kept when it cuts the leave-one-out error by 10%
 HUBER_SCALE = 0.02  # relative residuals beyond 2% count linearly, not quadratically
 
 
@@ -153,19 +156,35 @@ class Calibration:
 def fit_calibration(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float, *,
                     layers: Sequence[int] | None = None, fit_scale: bool = True) -> Calibration:
     """Huber-robust fit on relative residuals; one odd network (a scheduler hiccup on a
-    busy machine) cannot drag the fit far. With ``fit_scale``, the scale and (given the
-    networks' ``layers``) the per-layer term are fitted beside the offset; without, only
-    the offset."""
+    busy machine) cannot drag the fit far. With ``fit_scale`` the scale is fitted beside
+    the offset, and, given the networks' ``layers``, a per-layer term too when it predicts
+    these networks clearly better (leave-one-out over them) than the fit without it: a layer count
+    and a sum of ops move together across random networks, and a term the data cannot
+    tell apart from the scale would only fit noise. Without ``fit_scale``, the offset only."""
     import numpy as np
-    from scipy.optimize import least_squares
 
     s = np.asarray(sum_of_ops, dtype=np.float64)
     m = np.asarray(measured, dtype=np.float64)
-    n_layers = np.asarray(layers if layers is not None else [0] * len(s), dtype=np.float64)
-    per_layer = fit_scale and layers is not None
-    need = 1 + int(fit_scale) + int(per_layer)
+    n = np.asarray(layers if layers is not None else [0] * len(s), dtype=np.float64)
+    need = 2 if fit_scale else 1
     if len(m) < need:
         raise DensenasError(f"calibration needs at least {need} measured networks, got {len(m)}")
+    if not fit_scale or layers is None or len(m) < 4:
+        return _fit(s, m, n, overhead_ms, fit_scale=fit_scale, per_layer=False)
+    errors = {False: 0.0, True: 0.0}
+    for i in range(len(m)):
+        rest = np.arange(len(m)) != i
+        for per_layer in errors:
+            cal = _fit(s[rest], m[rest], n[rest], overhead_ms, fit_scale=True, per_layer=per_layer)
+            errors[per_layer] += abs(cal.predict(s[i], overhead_ms, int(n[i])) - m[i]) / m[i]
+    # the extra term has to earn its place: a clear gain, not a tie broken by rounding
+    return _fit(s, m, n, overhead_ms, fit_scale=True, per_layer=errors[True] < PER_LAYER_GAIN * errors[False])
+
+
+def _fit(s: "np.ndarray", m: "np.ndarray", n_layers: "np.ndarray", overhead_ms: float, *,
+         fit_scale: bool, per_layer: bool) -> Calibration:
+    import numpy as np
+    from scipy.optimize import least_squares
 
     def unpack(params: np.ndarray) -> tuple[float, float, float]:
         scale = params[0] if fit_scale else 1.0
@@ -381,7 +400,8 @@ def validate_lut(
         table.meta["calibration_fit"] = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "space": space.name, "samples": len(archs), "seed": seed,
-            "method": "Huber least squares on relative residuals (f_scale 0.02)",
+            "method": "Huber least squares on relative residuals (f_scale 0.02); per-layer term kept only "
+                      "where it predicts better, leave-one-out",
             "device": result.device, "threads": result.threads,
             "mape_before": result.before.mape, "mape_after_cv": result.after.mape,
         }
