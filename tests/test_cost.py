@@ -18,32 +18,16 @@ from densenas.counting import count_macs
 from densenas.derive import Choice, choice_to_arch, derive_viterbi
 from densenas.errors import DensenasError
 from densenas.literal import parse_literal
-from densenas.lut.store import LatencyTable, LutRow, load_lut
+from densenas.lut.store import LatencyTable, load_lut
 from densenas.nets import DerivedNet
 from densenas.ops import input_shape_for_signature, module_for_signature
 from densenas.signature import OpSignature
 from densenas.space import SearchSpace
+from tests.cost_helpers import OVERHEAD, OFFSET, SCALE, SKIP_MS, random_params, synthetic_lut
 
-OVERHEAD, SCALE, OFFSET, SKIP_MS = 0.02, 1.1, 0.3, 0.004
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def synthetic_lut(space: SearchSpace, path: Path, *, drop: str | None = None) -> LatencyTable:
-    """A real LUT file with a row per signature of ``space`` (fixed pseudo-random medians),
-    a per-call overhead and a calibration, so every term of the cost shows."""
-    rng = random.Random(0)
-    rows = []
-    for sig in space.unique_signatures():
-        if sig.op == drop:
-            continue
-        ms = OVERHEAD + (SKIP_MS if sig.op == "skip_connect" else rng.uniform(0.05, 1.0))
-        rows.append(LutRow(sig, ms, ms, 0.0, ms, ms, samples=10))
-    meta = {"backend": "synthetic", "device": "test", "batch": 1, "precision": "fp32", "input_size": space.input_size,
-            "overhead_ms": OVERHEAD, "calibration": {"scale": SCALE, "network_offset_ms": OFFSET}}
-    LatencyTable(meta, rows).save(path)
-    return load_lut(path)
 
 
 def legacy_lists(legacy_dir: Path, name: str) -> list:
@@ -60,17 +44,6 @@ def legacy_tables(space: SearchSpace, lists: list) -> CostTables:
              for b, (_, sl) in zip(space.routing_blocks, blocks)]
     return CostTables("latency", "ms", float(stem), float(classifier), head, stack,
                       torch.tensor(final, dtype=torch.float64))
-
-
-def random_params(space: SearchSpace, seed: int, scale: float = 1.0) -> ArchParams:
-    g = torch.Generator().manual_seed(seed)
-    n_head, n_stack = len(space.head_primitives), len(space.stack_primitives)
-    return ArchParams(
-        space.name,
-        [(scale * torch.randn(len(b.out_edges), generator=g, dtype=torch.float64)).tolist() for b in space.blocks[:-1]],
-        [(scale * torch.randn(len(b.in_edges), n_head, generator=g, dtype=torch.float64)).tolist() for b in space.routing_blocks],
-        [(scale * torch.randn(b.num_layers, n_stack, generator=g, dtype=torch.float64)).tolist() for b in space.routing_blocks],
-    )
 
 
 def random_choice(space: SearchSpace, seed: int, *, force_skip: bool = True) -> Choice:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,12 @@ from densenas.derive import (
 )
 from densenas.errors import DensenasError
 from densenas.literal import parse_literal
-from densenas.lut.store import LatencyTable, LutRow, load_lut
+from densenas.lut.store import LatencyTable
 from densenas.nets import DerivedNet
 from densenas.space import SearchSpace
+from tests.cost_helpers import random_params, synthetic_lut
 from tests.conftest import assert_user_error, run_cli
 
-OVERHEAD, SCALE, OFFSET = 0.02, 1.1, 0.3
 
 MICRO = """\
 name: micro
@@ -62,32 +61,6 @@ blocks:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def synthetic_lut(space: SearchSpace, path: Path, *, num_classes: int | None = None, drop: str | None = None) -> LatencyTable:
-    """A real LUT file with fixed pseudo-random medians, a per-call overhead and a calibration."""
-    rng = random.Random(0)
-    rows = []
-    for sig in space.unique_signatures(num_classes=num_classes):
-        if sig.op == drop:
-            continue
-        ms = OVERHEAD + (0.004 if sig.op == "skip_connect" else rng.uniform(0.05, 1.0))
-        rows.append(LutRow(sig, ms, ms, 0.0, ms, ms, samples=10))
-    meta = {"backend": "synthetic", "device": "test", "batch": 1, "precision": "fp32", "input_size": space.input_size,
-            "overhead_ms": OVERHEAD, "calibration": {"scale": SCALE, "network_offset_ms": OFFSET}}
-    LatencyTable(meta, rows).save(path)
-    return load_lut(path)
-
-
-def random_params(space: SearchSpace, seed: int, scale: float = 1.0) -> ArchParams:
-    g = torch.Generator().manual_seed(seed)
-    n_head, n_stack = len(space.head_primitives), len(space.stack_primitives)
-    return ArchParams(
-        space.name,
-        [(scale * torch.randn(len(b.out_edges), generator=g, dtype=torch.float64)).tolist() for b in space.blocks[:-1]],
-        [(scale * torch.randn(len(b.in_edges), n_head, generator=g, dtype=torch.float64)).tolist() for b in space.routing_blocks],
-        [(scale * torch.randn(b.num_layers, n_stack, generator=g, dtype=torch.float64)).tolist() for b in space.routing_blocks],
-    )
 
 
 def routes(space: SearchSpace, block: int = 0):

@@ -17,38 +17,12 @@ from typing import Callable
 import pytest
 
 from tests.conftest import run_cli
+from tests.micro_space import MICRO, MICRO_NET_CONFIG, MICRO_OPS  # noqa: F401 (the hardening tests import them from here)
 
 # One thread per process: runs are deterministic for a fixed thread count, and on a
 # shared 2-core machine one thread is several times faster than two contending.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-MICRO = """\
-name: micro
-description: a 12-op space for the hardening tests
-input_size: 16
-num_classes: 10
-stem: mbv2
-init_dim: 8
-head_dim: 8
-last_dim: 32
-primitives:
-  head: [mbconv_k3_t3]
-  stack: [mbconv_k3_t3, skip_connect]
-adjoin_connect_nums: [2, 2, 2]
-blocks:
-  ch: [8, 12, 16]
-  fm: [8, 4, 4]
-  stage: [0, 1, 1, 2]
-  num_layers: [0, 1, 1]
-search:
-  epochs: 4
-  arch_update_epoch: 1
-  batch_size: 16
-"""
-MICRO_OPS = 12
-# stem, then 8 -> 12 (stride 2) -> 16 with one stacked layer, then the final conv
-MICRO_NET_CONFIG = ("[[8, 8], 'mbconv_k3_t1', [], 0, 1]|[[8, 12], 'mbconv_k3_t3', ['mbconv_k3_t3'], 1, 2]|"
-                    "[[12, 16], 'mbconv_k3_t3', [], 0, 1]|[[16, 32], 'conv1_1']")
 
 # what fileio.atomic_path (and profilers' write_atomic) name their temporary files
 TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")

@@ -15,28 +15,10 @@ import pytest
 
 from densenas.lut.store import LatencyTable
 from tests.conftest import assert_user_error, run_cli
+from tests.micro_space import MICRO, MICRO_OPS
 
-MICRO = """\
-name: micro
-description: a 12-op space for profiling tests
-input_size: 16
-num_classes: 10
-stem: mbv2
-init_dim: 8
-head_dim: 8
-last_dim: 32
-primitives:
-  head: [mbconv_k3_t3]
-  stack: [mbconv_k3_t3, skip_connect]
-adjoin_connect_nums: [2, 2, 2]
-blocks:
-  ch: [8, 12, 16]
-  fm: [8, 4, 4]
-  stage: [0, 1, 1, 2]
-  num_layers: [0, 1, 1]
-"""
 FAST = {"DENSENAS_PROFILE_PROTOCOL": "fast"}
-NEEDED = 12
+NEEDED = MICRO_OPS
 
 
 @pytest.fixture
