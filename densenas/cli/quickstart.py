@@ -42,6 +42,8 @@ def quickstart(
         out.print(f"  {key:<11}{d[key]}")
     out.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in d["timings_s"].items()))
     out.print(f"next: densenas train --arch {d['arch']}   (retrain the network on the digits data)")
+    out.print(f"      densenas lut validate {d['lut']} --space {d['space']} --samples 30 --calibrate"
+              "   (how far to trust this LUT, and a calibration for it)")
 
 
 def register(app: typer.Typer) -> None:
