@@ -43,6 +43,15 @@ def default_run_dir() -> Path:
     return Path("runs") / f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def warmup_epochs(epochs: int) -> int:
+    """The space's share of weight-only warm-up epochs, for a shorter (or longer) search:
+    at least one epoch is left for architecture updates."""
+    from densenas.space import SearchSpace
+
+    search = SearchSpace.load(SPACE).config.search
+    return min(epochs - 1, round(search.arch_update_epoch * epochs / search.epochs))
+
+
 def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None = None,
                    seed: int | None = None, log: Callable[[str], None] = lambda _: None) -> QuickstartResult:
     """Profile -> search -> derive -> export -> bench, writing everything under ``run_dir``.
@@ -71,8 +80,10 @@ def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None 
     t = time.perf_counter()
     log(f"[2/4] searching {SPACE} on the digits data with that LUT -> {search_dir}")
     resume = (search_dir / "checkpoint.pt").exists()
+    fresh = not resume and epochs is not None
     result = run_search(SearchOptions(space=SPACE, lut=str(lut_path), out=str(search_dir), resume=resume,
-                                      epochs=None if resume else epochs, seed=None if resume else seed))
+                                      epochs=epochs if fresh else None, seed=None if resume else seed,
+                                      arch_update_epoch=warmup_epochs(epochs) if fresh else None))
     timings["search"] = time.perf_counter() - t
     arch_path = result.files.arch
     arch = load_arch(arch_path)

@@ -14,7 +14,7 @@ from densenas.console import err, out, print_json
 def quickstart(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory; default runs/quickstart-<time>. An existing one is resumed.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Backend to profile on and measure with.")] = "onnxruntime",
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Search epochs (default: the space's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Search epochs (default: the space's); the weight-only warm-up keeps its share of them.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Search seed (default: the space's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
