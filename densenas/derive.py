@@ -502,10 +502,8 @@ def predict_derived(arch: Arch, lut) -> dict:
 
     c = arch_cost(arch, lut)
     return {"latency_ms": c.total, "unit": c.unit, "sum_of_ops_ms": c.sum_of_ops,
-            "calibration_scale": float(lut.calibration.get("scale", 1.0)),
-            "calibration_per_layer_ms": float(lut.calibration.get("per_layer_ms", 0.0)),
-            "layers": sum(len(b["ops"]) for b in c.per_block),
-            "network_offset_ms": c.network_offset, "lut": lut.source, "blocks": c.per_block}
+            "calibration_scale": c.scale, "calibration_per_layer_ms": c.per_layer, "layers": c.layers,
+            "network_offset_ms": c.network_offset, "terms": c.terms(), "lut": lut.source, "blocks": c.per_block}
 
 
 def predict_soft(inputs: DeriveInputs, cost_type: str = "latency") -> dict:

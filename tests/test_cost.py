@@ -352,6 +352,8 @@ def test_a_per_layer_calibration_is_charged_to_every_kept_layer_by_both_cost_pat
     ops = [lut.latency_ms(sig) - OVERHEAD for _, _, sig in arch.layers()]
     assert c.total == pytest.approx(SCALE * sum(ops) + per_layer * len(ops) + OVERHEAD + OFFSET, rel=1e-12)
     assert sum(b["latency_ms"] for b in c.per_block) == pytest.approx(c.total - OVERHEAD - OFFSET, rel=1e-12)
+    assert c.terms() == (f"{SCALE:g} x {c.sum_of_ops:.4f} ms of ops +{per_layer:.4f} ms x {len(ops)} layers "
+                         f"+{OVERHEAD + OFFSET:.4f} ms per network")
     # the search's tables charge a kept layer the same and a skipped (dropped) layer nothing extra
     tables = CostTables.build(tiny, "latency", lut=lut)
     chained = float(chained_cost(tiny, tables, *one_hot_params(tiny, choice).to_tensors(dtype=torch.float64)))

@@ -51,9 +51,8 @@ def bench(
               f"IQR {m.iqr_ms:.4f} ({m.samples} samples)")
     if result.predicted is not None:
         p = result.predicted
-        out.print(f"LUT {result.lut}: predicted {p.total:.4f} ms (ops {p.sum_of_ops:.4f} + per-network "
-                  f"{p.network_offset:.4f}); predicted/measured {p.total / m.median_ms:.3f}, "
-                  f"error {result.error_pct:+.1f}%")
+        out.print(f"LUT {result.lut}: predicted {p.total:.4f} ms ({p.terms()}); "
+                  f"predicted/measured {p.total / m.median_ms:.3f}, error {result.error_pct:+.1f}%")
 
 
 def register(app: typer.Typer) -> None:

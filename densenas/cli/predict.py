@@ -56,11 +56,7 @@ def _predict_arch(arch_path: Path, lut: str | None, cost: str, as_json: bool) ->
         t.add_row(b["name"], "" if b["block_id"] is None else str(b["block_id"]), ", ".join(b["ops"]),
                   f"{b['latency_ms']:.4f}")
     out.print(t)
-    scale = "" if report["calibration_scale"] == 1.0 else f"{report['calibration_scale']:g} x "
-    per_layer = report["calibration_per_layer_ms"]
-    layers = "" if per_layer == 0.0 else f" {per_layer:+.4f} ms x {report['layers']} layers"
-    out.print(f"predicted latency: {report['latency_ms']:.4f} ms ({scale}{report['sum_of_ops_ms']:.4f} ms of ops"
-              f"{layers} + {report['network_offset_ms']:.4f} ms per network)")
+    out.print(f"predicted latency: {report['latency_ms']:.4f} ms ({report['terms']})")
 
 
 def _predict_soft(arch_params: Path, space: str | None, lut: str | None, cost: str, as_json: bool) -> None:

@@ -15,10 +15,19 @@ class ArchCost:
     sum_of_ops: float
     network_offset: float
     per_block: list[dict] = field(default_factory=list)  # stem, each block, final conv + classifier
+    scale: float = 1.0  # the LUT's calibration, as applied to this network
+    per_layer: float = 0.0
+    layers: int = 0
 
     def to_dict(self) -> dict:
         return {"total": self.total, "unit": self.unit, "sum_of_ops": self.sum_of_ops,
                 "network_offset": self.network_offset, "blocks": self.per_block}
+
+    def terms(self) -> str:
+        """How the total is made: ``1.1 x 2.0000 ms of ops +0.0100 ms x 17 layers +0.0250 ms per network``."""
+        scale = "" if self.scale == 1.0 else f"{self.scale:g} x "
+        layers = "" if self.per_layer == 0.0 else f" {self.per_layer:+.4f} {self.unit} x {self.layers} layers"
+        return f"{scale}{self.sum_of_ops:.4f} {self.unit} of ops{layers} {self.network_offset:+.4f} {self.unit} per network"
 
 
 def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | None = None) -> ArchCost:
@@ -54,4 +63,5 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
     total_ops = sum(g["sum"] for g in groups.values())
     per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"],
                   "latency_ms": scale * g["sum"] + per_layer * len(g["ops"])} for g in groups.values()]
-    return ArchCost(scale * total_ops + per_layer * len(sigs) + offset, "ms", total_ops, offset, per_block)
+    return ArchCost(scale * total_ops + per_layer * len(sigs) + offset, "ms", total_ops, offset, per_block,
+                    scale=scale, per_layer=per_layer, layers=len(sigs))
