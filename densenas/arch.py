@@ -10,7 +10,7 @@ from typing import Any
 from densenas.errors import DensenasError
 from densenas.fileio import read_json, write_json
 from densenas.literal import parse_literal
-from densenas.signature import OpSignature, parse_op
+from densenas.signature import SKIP, OpSignature, parse_op
 
 ARCH_SCHEMA = "densenas.arch/1"
 
@@ -235,9 +235,7 @@ def to_net_config(arch: Arch) -> str:
 
 
 def parse_net_config(text: str, space) -> Arch:
-    """Decode a paper-style net_config for a space and check that it fits the space."""
-    from densenas.space import SearchSpace  # noqa: F401  (type of ``space``)
-
+    """Decode a paper-style net_config for a space (a ``SearchSpace``) and check that it fits."""
     cfg = space.config
     entries = [parse_literal(part, source=f"net_config part {i + 1}") for i, part in enumerate(text.strip().split("|"))]
     blocks: list[ArchBlock] = []
@@ -305,7 +303,7 @@ def fit_to_space(arch: Arch, space) -> Arch:
             raise DensenasError(f"{where}: blocks[{i}] has stride {b.stride}, the edge {current}->{dst} has {space.edge_stride(current, dst)}")
         if b.head_op not in space.head_primitives:
             raise DensenasError(f"{where}: blocks[{i}] head op {b.head_op!r} is not a head primitive ({', '.join(space.head_primitives)})")
-        bad = [op for op in b.stack_ops if op not in space.stack_primitives or op == "skip_connect"]
+        bad = [op for op in b.stack_ops if op not in space.stack_primitives or op == SKIP]
         if bad:
             raise DensenasError(f"{where}: blocks[{i}] stack op {bad[0]!r} is not a stack primitive of the space")
         if len(b.stack_ops) > blk.num_layers:

@@ -35,9 +35,9 @@ from densenas.arch_params import ArchParams
 from densenas.cost.tables import CostTables
 from densenas.errors import DensenasError
 from densenas.fileio import read_json
+from densenas.signature import SKIP
 from densenas.space import SearchSpace
 
-SKIP = "skip_connect"
 MAX_FRONTIER = 2_000_000  # points per combination step; far above what the paper spaces need
 
 

@@ -15,7 +15,8 @@ from densenas.errors import DensenasError
 
 MBCONV_KERNELS = (3, 5, 7)
 MBCONV_EXPANDS = (1, 3, 6)
-SIMPLE_KINDS = ("basic_block", "bottle_neck", "skip_connect", "conv1_1", "classifier")
+SKIP = "skip_connect"  # the stack op that drops its layer from a derived network
+SIMPLE_KINDS = ("basic_block", "bottle_neck", SKIP, "conv1_1", "classifier")
 STEM_KINDS = ("stem_relu6", "stem_relu")
 PRECISIONS = ("fp32", "fp16")
 

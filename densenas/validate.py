@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from densenas.arch import Arch, ArchBlock, fit_to_space
 from densenas.errors import DensenasError
+from densenas.signature import SKIP
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +55,7 @@ def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
         b = space.blocks[dst]
         head = rng.choice(space.head_primitives)
         layers = [rng.choice(space.stack_primitives) for _ in range(b.num_layers)]
-        stack = tuple(op for op in layers if op != "skip_connect")
+        stack = tuple(op for op in layers if op != SKIP)
         blocks.append(ArchBlock(space.blocks[current].ch, b.ch, space.edge_stride(current, dst), head, stack, dst))
         current = dst
     final = (space.blocks[current].ch, cfg.last_dim) if cfg.final_conv_in_derived else None

@@ -13,10 +13,8 @@ from functools import lru_cache
 import torch
 
 from densenas.errors import DensenasError
-from densenas.signature import OpSignature
+from densenas.signature import SKIP, OpSignature
 from densenas.space import SearchSpace
-
-SKIP = "skip_connect"
 
 COST_TYPES = ("latency", "flops", "params")
 

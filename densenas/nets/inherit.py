@@ -17,9 +17,8 @@ from torch import nn
 
 from densenas.arch import Arch, fit_to_space
 from densenas.errors import DensenasError
+from densenas.signature import SKIP
 from densenas.space import SearchSpace
-
-SKIP = "skip_connect"
 
 
 def _copy_module(dst: nn.Module, src: nn.Module, where: str) -> None:

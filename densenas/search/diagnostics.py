@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from densenas.arch import Arch, fit_to_space
 from densenas.cost.tables import CostTables
+from densenas.signature import SKIP
 from densenas.space import SearchSpace
 
-SKIP = "skip_connect"
 COLLAPSE_SHARE = 0.9  # warn when this share of the derived choices are the cheapest op
 
 
