@@ -55,14 +55,11 @@ def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None)
     """A profiler configured as the LUT's was: backend, threads, precision, protocol.
     ProfilerUnavailable (one line, exit 2) when that backend cannot run here."""
     from densenas.lut.profile import make_profiler
+    from profilers import get_profiler_class
 
     threads = lut.meta.get("threads")
-    options = {}
-    if lut.backend == "onnxruntime":
-        # LUTs made before spinning was recorded ran with ONNX Runtime's default: on
-        host = lut.meta.get("host")
-        spinning = host.get("thread_pool_spinning", True) if isinstance(host, dict) else True
-        options["spinning"] = spinning is True
+    host = lut.meta.get("host")
+    options = get_profiler_class(lut.backend).options_from_fingerprint(host if isinstance(host, dict) else {})
     return make_profiler(
         lut.backend,
         threads=int(threads) if isinstance(threads, int) else None,

@@ -8,7 +8,7 @@ import contextlib
 import copy
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
@@ -121,6 +121,12 @@ class Profiler(ABC):
     @abstractmethod
     def _fingerprint_extra(self) -> dict[str, object]:
         """Backend-specific facts that change the numbers (provider, GPU, cuDNN flags...)."""
+
+    @classmethod
+    def options_from_fingerprint(cls, facts: Mapping[str, object]) -> dict[str, object]:
+        """Constructor options that re-create the settings a recorded fingerprint (a LUT's
+        ``meta.host``) was measured with, beyond threads, precision and protocol."""
+        return {}
 
     def _activate(self) -> None:
         """Apply process-wide settings (thread count...) for the measurement's duration."""

@@ -4,7 +4,7 @@ InferenceSession with full graph optimisation and fixed threads."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from profilers import hostinfo
@@ -206,6 +206,11 @@ class OnnxRuntimeProfiler(Profiler):
     def _activate(self) -> None:
         self._chain()
         self._check_precision()
+
+    @classmethod
+    def options_from_fingerprint(cls, facts: Mapping[str, object]) -> dict[str, object]:
+        # fingerprints from before spinning was recorded were taken with ONNX Runtime's default: on
+        return {"spinning": facts.get("thread_pool_spinning", True) is True}
 
     def _session_options(self) -> ort.SessionOptions:
         import onnxruntime as ort
