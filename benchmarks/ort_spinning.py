@@ -35,7 +35,7 @@ def time_networks(space_name: str, n: int, threads: int | None, spinning: bool, 
     from densenas.lut.profile import make_profiler
     from densenas.space import SearchSpace
     from densenas.validate import sample_archs
-    from profilers import Protocol
+    from densenas.profilers import Protocol
 
     archs = sample_archs(SearchSpace.load(space_name), n, seed)
     protocol = dataclasses.replace(Protocol(), chunk_size=max(n, Protocol().chunk_size))
@@ -48,7 +48,7 @@ def time_networks(space_name: str, n: int, threads: int | None, spinning: bool, 
 
 
 def markdown(space: str, results: dict[bool, dict], argv: list[str], started: str, loads: list[float], wall_s: float) -> str:
-    from profilers import hostinfo
+    from densenas.profilers import hostinfo
 
     rows = [
         "| thread-pool spinning | median ms alone | median ms interleaved | interleaved / alone per network: median (min-max) |",

@@ -121,7 +121,7 @@ def shipped_lines() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from profilers import hostinfo
+    from densenas.profilers import hostinfo
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="mbv2-tiny")

@@ -15,7 +15,7 @@ from densenas.arch import Arch
 from densenas.errors import DensenasError
 
 if TYPE_CHECKING:
-    from profilers import Measurement, Profiler, Protocol
+    from densenas.profilers import Measurement, Profiler, Protocol
     from torch import nn
 
     from densenas.cost import ArchCost
@@ -39,8 +39,8 @@ def input_shape(arch: Arch, batch: int) -> tuple[int, int, int, int]:
 
 def lut_protocol(lut: "LatencyTable") -> "Protocol":
     """The measurement protocol recorded in a LUT, so a network is timed as its ops were."""
-    from profilers import Protocol
-    from profilers.errors import ProfilerError
+    from densenas.profilers import Protocol
+    from densenas.profilers.errors import ProfilerError
 
     recorded = lut.meta.get("protocol")
     if not isinstance(recorded, dict):
@@ -55,7 +55,7 @@ def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None)
     """A profiler configured as the LUT's was: backend, threads, precision, protocol.
     ProfilerUnavailable (one line, exit 2) when that backend cannot run here."""
     from densenas.lut.profile import make_profiler
-    from profilers import get_profiler_class
+    from densenas.profilers import get_profiler_class
 
     threads = lut.meta.get("threads")
     host = lut.meta.get("host")
@@ -160,7 +160,7 @@ def bench_arch(
             threads = lut_threads
         protocol = protocol or lut_protocol(table)
     batch = batch or 1
-    from profilers import Protocol
+    from densenas.profilers import Protocol
 
     prof = make_profiler(backend, threads=threads, precision=precision or "fp32", protocol=protocol or Protocol())
     predicted = arch_cost(arch, table, batch=batch, precision=prof.precision) if table is not None else None

@@ -324,7 +324,7 @@ def export_onnx_model(
     """Export ``module`` (fp32, any device) to an optimised, checked ONNX file at ``out``."""
     import onnxruntime as ort
 
-    from profilers.onnx_loader import export_onnx
+    from densenas.profilers.onnx_loader import export_onnx
 
     _check_precision(precision)
     out = Path(out)
@@ -387,8 +387,8 @@ def export_tensorrt_engine(
     against PyTorch on the GPU. Without a GPU or TensorRT: ProfilerUnavailable, one line."""
     import torch
 
-    from profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, export_onnx
-    from profilers.tensorrt_backend import TensorRTProfiler, _EngineRun, build_serialized_engine
+    from densenas.profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from densenas.profilers.tensorrt_backend import TensorRTProfiler, _EngineRun, build_serialized_engine
 
     _check_precision(precision)
     TensorRTProfiler(precision=precision).check_available()
@@ -434,7 +434,7 @@ def check_format(fmt: str, precision: str) -> None:
         raise DensenasError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     _check_precision(precision)
     if fmt == "tensorrt":
-        from profilers.tensorrt_backend import TensorRTProfiler
+        from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
         TensorRTProfiler(precision=precision).check_available()
 

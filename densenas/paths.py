@@ -1,10 +1,12 @@
-"""Where shipped search spaces and LUTs live (the repository's configs/ and luts/)."""
+"""Where the shipped search spaces, recipes and LUTs live: package data of
+``densenas.configs`` and ``densenas.luts`` (the repository's configs/ and luts/), found
+the same way from a wheel, a plain install and an editable one."""
 
 from __future__ import annotations
 
-import os
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(os.environ.get("DENSENAS_HOME", Path(__file__).resolve().parent.parent))
-CONFIGS_DIR = PROJECT_ROOT / "configs"
-LUTS_DIR = PROJECT_ROOT / "luts"
+# pip installs packages as directories, so the resources are real paths.
+CONFIGS_DIR = Path(str(files("densenas.configs")))
+LUTS_DIR = Path(str(files("densenas.luts")))

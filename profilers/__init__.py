@@ -4,11 +4,11 @@ Knows nothing of search spaces (it never imports ``densenas``). Backends are fou
 name through ``get_profiler_class``; importing this package loads none of them.
 """
 
-from profilers.base import Profiler
-from profilers.errors import ProfilerError, ProfilerUnavailable
-from profilers.protocol import Prepared, Protocol
-from profilers.registry import describe_profilers, get_profiler_class, list_profilers
-from profilers.stats import Measurement
+from densenas.profilers.base import Profiler
+from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
+from densenas.profilers.protocol import Prepared, Protocol
+from densenas.profilers.registry import describe_profilers, get_profiler_class, list_profilers
+from densenas.profilers.stats import Measurement
 
 __all__ = [
     "Measurement",

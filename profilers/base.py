@@ -13,10 +13,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from profilers import hostinfo
-from profilers.errors import ProfilerError, ProfilerUnavailable
-from profilers.protocol import Prepared, Protocol, run_protocol
-from profilers.stats import Measurement
+from densenas.profilers import hostinfo
+from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
+from densenas.profilers.protocol import Prepared, Protocol, run_protocol
+from densenas.profilers.stats import Measurement
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from profilers.errors import ProfilerError
+from densenas.profilers.errors import ProfilerError
 
 if TYPE_CHECKING:
     import torch

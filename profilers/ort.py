@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from profilers import hostinfo
-from profilers.base import Profiler
-from profilers.errors import ProfilerError
-from profilers.onnx_loader import INPUT_NAME, OnnxFromModule
-from profilers.protocol import Prepared, Protocol
+from densenas.profilers import hostinfo
+from densenas.profilers.base import Profiler
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.onnx_loader import INPUT_NAME, OnnxFromModule
+from densenas.profilers.protocol import Prepared, Protocol
 
 if TYPE_CHECKING:
     import numpy as np

@@ -19,8 +19,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Generic, TypeVar
 
-from profilers.errors import ProfilerError
-from profilers.stats import Measurement, rel_iqr
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.stats import Measurement, rel_iqr
 
 K = TypeVar("K", bound=Hashable)
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import EntryPoint, entry_points
 
-from profilers.base import Profiler
-from profilers.errors import ProfilerError
+from densenas.profilers.base import Profiler
+from densenas.profilers.errors import ProfilerError
 
 GROUP = "densenas.profilers"
 
 BUILTINS: dict[str, str] = {
-    "torch-cpu": "profilers.torch_cpu:TorchCPUProfiler",
-    "torch-cuda": "profilers.torch_cuda:TorchCUDAProfiler",
-    "onnxruntime": "profilers.ort:OnnxRuntimeProfiler",
-    "tensorrt": "profilers.tensorrt_backend:TensorRTProfiler",
+    "torch-cpu": "densenas.profilers.torch_cpu:TorchCPUProfiler",
+    "torch-cuda": "densenas.profilers.torch_cuda:TorchCUDAProfiler",
+    "onnxruntime": "densenas.profilers.ort:OnnxRuntimeProfiler",
+    "tensorrt": "densenas.profilers.tensorrt_backend:TensorRTProfiler",
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from profilers.errors import ProfilerError
+from densenas.profilers.errors import ProfilerError
 
 
 @dataclass(frozen=True)

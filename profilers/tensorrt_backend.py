@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profilers import hostinfo
-from profilers.base import Profiler
-from profilers.errors import ProfilerError
-from profilers.onnx_loader import OnnxFromModule, onnx_structure_hash, write_atomic
-from profilers.protocol import Prepared, Protocol
+from densenas.profilers import hostinfo
+from densenas.profilers.base import Profiler
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.onnx_loader import OnnxFromModule, onnx_structure_hash, write_atomic
+from densenas.profilers.protocol import Prepared, Protocol
 
 if TYPE_CHECKING:
     import torch

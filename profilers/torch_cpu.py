@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from profilers import hostinfo
-from profilers.base import Profiler
-from profilers.protocol import Prepared
+from densenas.profilers import hostinfo
+from densenas.profilers.base import Profiler
+from densenas.profilers.protocol import Prepared
 
 if TYPE_CHECKING:
     import torch

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from profilers import hostinfo
-from profilers.base import Profiler
-from profilers.errors import ProfilerError
-from profilers.protocol import Prepared
+from densenas.profilers import hostinfo
+from densenas.profilers.base import Profiler
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.protocol import Prepared
 
 if TYPE_CHECKING:
     import torch

@@ -241,7 +241,7 @@ def test_calibrate_needs_enough_samples(micro):
 
 
 def test_validate_refuses_a_backend_that_cannot_run_here(micro, tmp_path):
-    from profilers.tensorrt_backend import TensorRTProfiler
+    from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
     if TensorRTProfiler.available()[0]:
         pytest.skip("TensorRT runs here; the refusal cannot be exercised")

@@ -193,7 +193,7 @@ def test_cli_parity_failure_is_one_line_exit_2_and_writes_nothing(tmp_path):
 
 
 def test_cli_tensorrt_without_gpu_is_one_line_exit_2(tmp_path):
-    from profilers.tensorrt_backend import TensorRTProfiler
+    from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
     ok, _ = TensorRTProfiler.available()
     if ok:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     except DensenasError as exc:
         raise _user_error(str(exc), exc.exit_code) from None
     except Exception as exc:
-        from profilers.errors import ProfilerError
+        from densenas.profilers.errors import ProfilerError
 
         if isinstance(exc, ProfilerError):
             raise _user_error(str(exc)) from None

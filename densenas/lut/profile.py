@@ -30,7 +30,7 @@ from densenas.lut.store import (
 from densenas.signature import PRECISIONS, OpSignature
 
 if TYPE_CHECKING:
-    from profilers import Profiler, Protocol
+    from densenas.profilers import Profiler, Protocol
 
     from densenas.space.graph import SearchSpace
 
@@ -62,8 +62,8 @@ def _now() -> str:
 def parse_protocol(spec: str | None) -> "Protocol":
     """``--protocol`` text: a preset name, ``key=value`` overrides, or both
     (``fast,chunk_size=4``); unknown names and fields are errors naming them."""
-    from profilers import Protocol
-    from profilers.errors import ProfilerError
+    from densenas.profilers import Protocol
+    from densenas.profilers.errors import ProfilerError
 
     settings: dict[str, Any] = {}
     for part in [p.strip() for p in (spec or "default").split(",") if p.strip()]:
@@ -111,14 +111,14 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
                   **backend_options: Any) -> "Profiler":
     """Instantiate a registered backend (with any options of its own) and check it can run
     here (ProfilerUnavailable otherwise, one line with the fix)."""
-    from profilers import get_profiler_class, hostinfo
+    from densenas.profilers import get_profiler_class, hostinfo
 
     if precision not in PRECISIONS:
         raise DensenasError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
     cls_ok, reason = cls.available()
     if not cls_ok:
-        from profilers.errors import ProfilerUnavailable
+        from densenas.profilers.errors import ProfilerUnavailable
 
         raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
     prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
@@ -241,7 +241,7 @@ def busy_host_warning(threads: int) -> str | None:
     """A warning when other work already occupies the CPUs the measurement needs: with
     several threads per op, one descheduled thread stalls the others for a whole
     scheduler slice, and per-op latencies come out orders of magnitude too high."""
-    from profilers import hostinfo
+    from densenas.profilers import hostinfo
 
     monitor = HostMonitor()
     time.sleep(0.5)

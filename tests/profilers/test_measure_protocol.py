@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from profilers.errors import ProfilerError
-from profilers.protocol import Prepared, Protocol, RoundRobin
-from profilers.torch_cpu import TorchCPUProfiler
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.protocol import Prepared, Protocol, RoundRobin
+from densenas.profilers.torch_cpu import TorchCPUProfiler
 
 FAST = Protocol(warmup_s=0.005, min_sample_s=0.0002, max_rounds=4, max_s_per_op=0.2)
 

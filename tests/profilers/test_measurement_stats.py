@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from profilers.errors import ProfilerError
-from profilers.stats import Measurement, rel_iqr
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.stats import Measurement, rel_iqr
 
 
 def test_statistics_of_one_to_five() -> None:

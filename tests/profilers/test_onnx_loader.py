@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from profilers.errors import ProfilerError
-from profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, OnnxFromModule, export_onnx, onnx_structure_hash
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, OnnxFromModule, export_onnx, onnx_structure_hash
 
 SHAPE = (1, 8, 16, 16)
 

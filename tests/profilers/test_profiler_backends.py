@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from profilers import Measurement, Profiler, ProfilerError, ProfilerUnavailable, Protocol
-from profilers.ort import OnnxRuntimeProfiler
-from profilers.tensorrt_backend import TensorRTProfiler
-from profilers.torch_cpu import TorchCPUProfiler
-from profilers.torch_cuda import TorchCUDAProfiler
+from densenas.profilers import Measurement, Profiler, ProfilerError, ProfilerUnavailable, Protocol
+from densenas.profilers.ort import OnnxRuntimeProfiler
+from densenas.profilers.tensorrt_backend import TensorRTProfiler
+from densenas.profilers.torch_cpu import TorchCPUProfiler
+from densenas.profilers.torch_cuda import TorchCUDAProfiler
 
 FAST = Protocol(warmup_s=0.01, min_sample_s=0.0002, max_rounds=4, max_s_per_op=0.2)
 SHAPE = (1, 16, 32, 32)

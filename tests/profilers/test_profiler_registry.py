@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from profilers import ProfilerError, get_profiler_class, list_profilers
-from profilers.base import Profiler
-from profilers.registry import BUILTINS, GROUP, describe_profilers
+from densenas.profilers import ProfilerError, get_profiler_class, list_profilers
+from densenas.profilers.base import Profiler
+from densenas.profilers.registry import BUILTINS, GROUP, describe_profilers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def _install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
     (tmp_path / "thirdparty_profiler.py").write_text(
         textwrap.dedent(
             """
-            from profilers.torch_cpu import TorchCPUProfiler
+            from densenas.profilers.torch_cpu import TorchCPUProfiler
 
             class ThirdPartyProfiler(TorchCPUProfiler):
                 name = "third-party"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from profilers.errors import ProfilerError
-from profilers.onnx_loader import OnnxFromModule
-from profilers.tensorrt_backend import INSTALL_HINT, EngineCache, TensorRTProfiler, default_cache_dir
+from densenas.profilers.errors import ProfilerError
+from densenas.profilers.onnx_loader import OnnxFromModule
+from densenas.profilers.tensorrt_backend import INSTALL_HINT, EngineCache, TensorRTProfiler, default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,8 +82,8 @@ def test_importing_the_backend_does_not_import_tensorrt(tmp_path: Path) -> None:
     out = _python(
         """
         import sys
-        import profilers.tensorrt_backend
-        from profilers import get_profiler_class
+        import densenas.profilers.tensorrt_backend
+        from densenas.profilers import get_profiler_class
         get_profiler_class("tensorrt")
         print("tensorrt" in sys.modules)
         """,
@@ -95,7 +95,7 @@ def test_importing_the_backend_does_not_import_tensorrt(tmp_path: Path) -> None:
 
 def test_a_broken_tensorrt_install_is_reported_in_one_line(tmp_path: Path) -> None:
     out = _python(
-        "from profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available())",
+        "from densenas.profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available())",
         "raise OSError('libnvinfer.so.10: cannot open shared object file\\nsecond line')\n",
         tmp_path,
     )
@@ -105,7 +105,7 @@ def test_a_broken_tensorrt_install_is_reported_in_one_line(tmp_path: Path) -> No
 
 def test_tensorrt_older_than_10_is_refused(tmp_path: Path) -> None:
     out = _python(
-        "from profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available()[1])",
+        "from densenas.profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available()[1])",
         "__version__ = '8.6.1'\n",
         tmp_path,
     )
@@ -114,7 +114,7 @@ def test_tensorrt_older_than_10_is_refused(tmp_path: Path) -> None:
 
 def test_tensorrt_without_a_gpu_is_refused(tmp_path: Path) -> None:
     out = _python(
-        "from profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available()[1])",
+        "from densenas.profilers.tensorrt_backend import TensorRTProfiler; print(TensorRTProfiler.available()[1])",
         "__version__ = '10.3.0'\n",
         tmp_path,
     )

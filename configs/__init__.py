@@ -1,0 +1,1 @@
+"""Shipped search spaces and training recipes (package data, read with importlib.resources)."""

@@ -1,0 +1,1 @@
+"""Shipped latency lookup tables (package data, read with importlib.resources)."""
