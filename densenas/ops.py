@@ -8,6 +8,7 @@ when widths differ), the final 1x1 conv, the stems and the classifier.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from densenas.errors import DensenasError
@@ -41,6 +42,74 @@ class MBConv(nn.Module):
         y = self.expand(x) if self.expand is not None else x
         y = self.project(self.depthwise(y))
         return y + x if self.use_residual else y
+
+
+class SharedMBConv(nn.Module):
+    """The MBConv candidates of one mixed op as slices of one largest kernel (the weight
+    sharing of Single-Path NAS and once-for-all): candidate ``mbconv_k{k}_t{t}`` uses the
+    first ``t * c_in`` expanded channels and the centre ``k x k`` of the depthwise kernel.
+    Each candidate keeps its own batch norms: the statistics of a 3-channel-expanded slice
+    are not those of a 6-channel one.
+
+    Sharing is what lets a briefly trained supernet learn under path sampling: with
+    independent weights every step shows the next layer a different feature basis.
+    """
+
+    def __init__(self, specs: list[OpSpec], c_in: int, c_out: int, stride: int, *, affine: bool = True):
+        super().__init__()
+        if not specs or any(s.kind != "mbconv" for s in specs):
+            raise DensenasError(f"shared weights need MBConv candidates, got {[s.name for s in specs]}")
+        self.specs = list(specs)
+        self.c_in, self.c_out, self.stride = c_in, c_out, stride
+        mid = c_in * max(s.expand for s in specs)
+        kernel = max(s.kernel for s in specs)
+        self.kernel = kernel
+        # full-size convs hold the shared weights (and get the usual initialisation);
+        # forward slices their ``weight`` tensors
+        self.expand = nn.Conv2d(c_in, mid, 1, bias=False) if any(s.expand > 1 for s in specs) else None
+        self.depthwise = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self.project = nn.Conv2d(mid, c_out, 1, bias=False)
+        self.norms = nn.ModuleList(
+            nn.ModuleList([_bn(c_in * s.expand, affine), _bn(c_in * s.expand, affine), _bn(c_out, affine)])
+            for s in specs
+        )
+        self.use_residual = stride == 1 and c_in == c_out
+
+    def _weights(self, i: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        spec = self.specs[i]
+        mid = self.c_in * spec.expand
+        off = (self.kernel - spec.kernel) // 2
+        expand = self.expand.weight[:mid] if spec.expand > 1 and self.expand is not None else None
+        depthwise = self.depthwise.weight[:mid, :, off:off + spec.kernel, off:off + spec.kernel]
+        return expand, depthwise, self.project.weight[:, :mid]
+
+    def run(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Candidate ``i`` on ``x``."""
+        spec = self.specs[i]
+        expand, depthwise, project = self._weights(i)
+        bn_e, bn_d, bn_p = self.norms[i]
+        y = F.relu6(bn_e(F.conv2d(x, expand))) if expand is not None else x
+        y = F.relu6(bn_d(F.conv2d(y, depthwise, None, self.stride, spec.kernel // 2, 1, depthwise.shape[0])))
+        y = bn_p(F.conv2d(y, project))
+        return y + x if self.use_residual else y
+
+    def standalone(self, i: int) -> MBConv:
+        """Candidate ``i`` as a plain ``MBConv`` holding copies of its slices and batch norms
+        (what a derived network inherits)."""
+        spec = self.specs[i]
+        bn_e, bn_d, bn_p = self.norms[i]
+        m = MBConv(self.c_in, self.c_out, spec.kernel, self.stride, spec.expand, affine=bn_p.affine)
+        expand, depthwise, project = self._weights(i)
+        with torch.no_grad():
+            if m.expand is not None:
+                m.expand[0].weight.copy_(expand)
+                m.expand[1].load_state_dict(bn_e.state_dict())
+            m.depthwise[0].weight.copy_(depthwise)
+            m.depthwise[1].load_state_dict(bn_d.state_dict())
+            m.project[0].weight.copy_(project)
+            m.project[1].load_state_dict(bn_p.state_dict())
+        m.train(self.training)
+        return m
 
 
 class BasicBlock(nn.Module):

@@ -260,14 +260,14 @@ def test_a_search_checkpoint_gives_the_derived_path_its_supernet_weights(tmp_pat
     prims = space.stack_primitives
     for k, block in enumerate(arch.blocks):
         dst = block.block_id
-        head = supernet.heads[dst - 1][space.branch_index(dst, src)].candidates[space.head_primitives.index(block.head_op)]
+        head = supernet.heads[dst - 1][space.branch_index(dst, src)].candidate(space.head_primitives.index(block.head_op))
         for name, t in head.state_dict().items():
             assert torch.equal(state[f"blocks.{k}.head.{name}"], t), (k, name)
         alphas = supernet.stack_alphas[dst - 1]
         layers = [i for i in range(alphas.shape[0]) if prims[int(alphas[i].argmax())] != "skip_connect"]
         skipped_somewhere |= len(layers) < alphas.shape[0] and bool(layers) and layers != list(range(len(layers)))
         for i, layer in enumerate(layers):
-            op = supernet.stacks[dst - 1][layer].candidates[int(alphas[layer].argmax())]
+            op = supernet.stacks[dst - 1][layer].candidate(int(alphas[layer].argmax()))
             for name, t in op.state_dict().items():
                 assert torch.equal(state[f"blocks.{k}.stack.{i}.{name}"], t), (k, i, name)
         src = dst
@@ -300,7 +300,7 @@ def test_an_edited_arch_takes_the_first_layers_and_says_so(tmp_path):
     net, description = build_model(edited, weights=ckpt)
     assert f"block {k}: its stacked ops are not the searched ones" in description
     dst = edited.blocks[k].block_id
-    want = supernet.stacks[dst - 1][0].candidates[space.stack_primitives.index(other)].state_dict()
+    want = supernet.stacks[dst - 1][0].candidate(space.stack_primitives.index(other)).state_dict()
     for name, t in want.items():
         assert torch.equal(net.state_dict()[f"blocks.{k}.stack.0.{name}"], t)
 

@@ -1,9 +1,11 @@
 """Data loaders for search, retraining and evaluation.
 
-``--data`` names one of three sources, told apart by content:
+``--data`` names one of four sources, told apart by content:
 
 - ``digits`` (the default): scikit-learn's handwritten digits, real images that ship
   with scikit-learn, upscaled to ``image_size``, held as in-memory tensors;
+- ``digits-clutter``: the same digits at random scale, rotation and position on a 32x32
+  canvas with fragments of other digits (``densenas.data.clutter``), also in memory;
 - an image folder: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``;
 - a packed dataset: ``PATH/train.lmdb`` and ``PATH/val.lmdb`` from ``densenas data pack-lmdb``.
 
@@ -32,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, T
 from densenas.errors import DensenasError
 
 DIGITS = "digits"
+DIGITS_CLUTTER = "digits-clutter"
+BUILT_IN = (DIGITS, DIGITS_CLUTTER)
 VAL_FRACTION = 0.2  # the paper's 80/20 search split
 MAX_SHIFT = 2  # pixels, for the light training augmentation
 CROP_RATIO = 0.875  # the usual ImageNet eval protocol: resize to 256, center-crop 224
@@ -220,19 +224,19 @@ class _Split:
 
 @dataclass
 class _Source:
-    kind: str  # "digits" | "imagefolder" | "lmdb"
+    kind: str  # "digits" | "digits-clutter" | "imagefolder" | "lmdb"
     path: Path | None
     name: str
 
 
 def resolve_data(data: str) -> _Source:
     """Tell the three sources apart; a path that is none of them is a DensenasError."""
-    if data == DIGITS:
-        return _Source("digits", None, DIGITS)
+    if data in BUILT_IN:
+        return _Source(data, None, data)
     path = Path(data).expanduser()
     if not path.exists():
         raise DensenasError(
-            f"--data {data}: no such file or directory (expected 'digits', an image folder "
+            f"--data {data}: no such file or directory (expected 'digits', 'digits-clutter', an image folder "
             "with train/ and val/, or a directory with train.lmdb and val.lmdb)"
         )
     if path.is_file() or any((path / f"{s}.lmdb").exists() for s in ("train", "val")):
@@ -264,22 +268,34 @@ def digits_split(seed: int, val_fraction: float = VAL_FRACTION) -> tuple[np.ndar
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def _digits(image_size: int, seed: int, shift: int) -> tuple[_Split, _Split]:
-    images, labels = _digits_arrays()
-    x = torch.from_numpy(images)[:, None]  # (N, 1, 8, 8) in [0, 1]
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    train_idx, val_idx = (torch.from_numpy(i) for i in digits_split(seed))
-    mean, std = x[train_idx].mean(), x[train_idx].std()
-    x = (x - mean) / std
-    y = torch.from_numpy(labels)
+def _digits(image_size: int, seed: int, shift: int, kind: str = DIGITS) -> tuple[_Split, _Split]:
+    """The plain digits (upscaled from 8x8) or the cluttered ones (resampled from 32x32)."""
+    if kind == DIGITS_CLUTTER:
+        from densenas.data.clutter import clutter_arrays
 
-    def rgb(idx: torch.Tensor) -> torch.Tensor:  # grey to 3 channels as a view, no copy
-        return x[idx].expand(-1, 3, -1, -1)
+        xt, y_train, xv, y_val = clutter_arrays(seed)
+    else:
+        images, labels = _digits_arrays()
+        x = torch.from_numpy(images)[:, None]  # (N, 1, 8, 8) in [0, 1]
+        train_idx, val_idx = (torch.from_numpy(i) for i in digits_split(seed))
+        y = torch.from_numpy(labels)
+        xt, y_train, xv, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+    def sized(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == image_size:
+            return x
+        return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+    xt, xv = sized(xt), sized(xv)
+    mean, std = xt.mean(), xt.std()
+
+    def rgb(x: torch.Tensor) -> torch.Tensor:  # normalised grey to 3 channels as a view, no copy
+        return ((x - mean) / std).expand(-1, 3, -1, -1)
 
     classes = [str(i) for i in range(10)]
     return (
-        _Split(TensorImages(rgb(train_idx), y[train_idx], shift=shift, seed=seed), classes),
-        _Split(TensorImages(rgb(val_idx), y[val_idx]), classes),
+        _Split(TensorImages(rgb(xt), y_train, shift=shift, seed=seed), classes),
+        _Split(TensorImages(rgb(xv), y_val), classes),
     )
 
 
@@ -323,8 +339,8 @@ def _file_split(source: _Source, split: str, image_size: int, seed: int, shift: 
 
 def _splits(source: _Source, image_size: int, seed: int, augment: bool) -> tuple[_Split, _Split]:
     shift = MAX_SHIFT if augment else 0
-    if source.kind == "digits":
-        return _digits(image_size, seed, shift)
+    if source.kind in BUILT_IN:
+        return _digits(image_size, seed, shift, source.kind)
     if source.kind == "lmdb" and source.path is not None and source.path.is_file():
         raise DensenasError(
             f"--data {source.path}: one LMDB file holds one split; "
@@ -361,7 +377,7 @@ def _rank_world(distributed: bool) -> tuple[int, int]:
 
 
 def _default_workers(source: _Source, world_size: int) -> int:
-    if source.kind == "digits":
+    if source.kind in BUILT_IN:
         return 0  # in memory: the main process indexes a batch faster than a worker ships it
     return min(8, max(1, (os.cpu_count() or 1) // world_size))
 
@@ -457,8 +473,8 @@ def build_eval_loader(
     _check(image_size, batch_size)
     source = resolve_data(data)
     rank, world = _rank_world(distributed)
-    if source.kind == "digits":
-        val = _digits(image_size, seed, 0)[1]
+    if source.kind in BUILT_IN:
+        val = _digits(image_size, seed, 0, source.kind)[1]
     else:
         val = _file_split(source, "val", image_size, seed, 0)
     sampler = EpochSampler(len(val.dataset), shuffle=False, rank=rank, world_size=world, pad=False)  # type: ignore[arg-type]

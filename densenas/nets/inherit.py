@@ -65,7 +65,9 @@ def inherit_from_supernet(net: nn.Module, arch: Arch, space: SearchSpace, supern
 
     classifier = supernet_state.get("classifier.fc.weight")
     num_classes = int(classifier.shape[0]) if isinstance(classifier, torch.Tensor) else None
-    supernet = SuperNet(space, num_classes=num_classes)
+    # the checkpoint says how its candidates hold weights: shared slices leave `.shared.` keys
+    weights = "shared" if any(".shared." in k for k in supernet_state) else "independent"
+    supernet = SuperNet(space, num_classes=num_classes, weights=weights)
     try:
         supernet.load_state_dict(supernet_state)
     except RuntimeError as exc:
@@ -81,13 +83,13 @@ def inherit_from_supernet(net: nn.Module, arch: Arch, space: SearchSpace, supern
         dst = block.block_id
         n = dst - 1  # routing blocks are blocks 1..N
         mixed = supernet.heads[n][space.branch_index(dst, src)]
-        _copy_module(net.blocks[k].head, mixed.candidates[space.head_primitives.index(block.head_op)], where)
+        _copy_module(net.blocks[k].head, mixed.candidate(space.head_primitives.index(block.head_op)), where)
         layers, as_searched = _stack_layers(space, block.stack_ops, choice.stack.get(dst))
         if block.stack_ops and not as_searched:
             notes.append(f"block {k}: its stacked ops are not the searched ones; took the weights of layers "
                          f"{layers} of supernet block {dst}")
         for i, (layer, op) in enumerate(zip(layers, block.stack_ops)):
-            candidate = supernet.stacks[n][layer].candidates[space.stack_primitives.index(op)]
+            candidate = supernet.stacks[n][layer].candidate(space.stack_primitives.index(op))
             _copy_module(net.blocks[k].stack[i], candidate, where)
         src = dst
     if fitted.final_conv is not None:

@@ -14,36 +14,71 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densenas.errors import DensenasError
 from densenas.nets.init import init_weights, set_bn
-from densenas.ops import build_op
+from densenas.ops import SharedMBConv, build_op
+from densenas.signature import parse_op
 from densenas.space import SearchSpace
 
 # Per block: one LongTensor of shape (branches or layers, k) of sampled op indices.
 OpIndices = Sequence[torch.Tensor]
 
 
+WEIGHT_MODES = ("independent", "shared")
+
+
 class MixedOp(nn.Module):
     """Candidate ops on one edge or layer; runs only the sampled ones, weighted by the
-    softmax of their alphas (temperature 1, as the paper's code)."""
+    softmax of their alphas (temperature 1, as the paper's code).
 
-    def __init__(self, ops: Sequence[str], c_in: int, c_out: int, stride: int):
+    ``weights="independent"`` gives every candidate its own module (the paper's);
+    ``"shared"`` makes the MBConv candidates slices of one ``SharedMBConv`` and leaves
+    the others (skip, ResNet blocks) as they are.
+    """
+
+    def __init__(self, ops: Sequence[str], c_in: int, c_out: int, stride: int, *, weights: str = "independent"):
         super().__init__()
-        self.candidates = nn.ModuleList(build_op(op, c_in, c_out, stride, affine=False) for op in ops)
+        if weights not in WEIGHT_MODES:
+            raise DensenasError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
+        specs = [parse_op(op) for op in ops]
+        mb = [i for i, s in enumerate(specs) if s.kind == "mbconv"] if weights == "shared" else []
+        self.shared = SharedMBConv([specs[i] for i in mb], c_in, c_out, stride, affine=False) if mb else None
+        # candidate i -> ("shared", slice j) or ("own", index into self.candidates)
+        self._route: list[tuple[bool, int]] = []
+        own = []
+        for i, spec in enumerate(specs):
+            if i in mb:
+                self._route.append((True, mb.index(i)))
+            else:
+                self._route.append((False, len(own)))
+                own.append(build_op(spec, c_in, c_out, stride, affine=False))
+        self.candidates = nn.ModuleList(own)
+
+    def run(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        shared, j = self._route[i]
+        return self.shared.run(j, x) if shared else self.candidates[j](x)
+
+    def candidate(self, i: int) -> nn.Module:
+        """Candidate ``i`` as a module of its own (for shared weights, a copy of its slices)."""
+        shared, j = self._route[i]
+        return self.shared.standalone(j) if shared else self.candidates[j]
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         weights = F.softmax(alpha[index], dim=-1)
         out = None
         for w, i in zip(weights, index.tolist()):
-            y = w * self.candidates[i](x)
+            y = w * self.run(i, x)
             out = y if out is None else out + y
         return out
 
 
 class SuperNet(nn.Module):
     def __init__(self, space: SearchSpace, num_classes: int | None = None, *,
-                 bn_momentum: float | None = None, bn_eps: float | None = None, init_scale: float = 1e-3):
+                 bn_momentum: float | None = None, bn_eps: float | None = None, init_scale: float = 1e-3,
+                 weights: str | None = None):
         super().__init__()
         cfg = space.config
+        self.weights = weights or cfg.search.weights
         self.space = space
         self.num_classes = num_classes or cfg.num_classes
         self.temp = cfg.softmax_temp
@@ -59,11 +94,11 @@ class SuperNet(nn.Module):
         self.stacks = nn.ModuleList()
         for b in space.routing_blocks:
             self.heads.append(nn.ModuleList(
-                MixedOp(space.head_primitives, blocks[src].ch, b.ch, stride)
+                MixedOp(space.head_primitives, blocks[src].ch, b.ch, stride, weights=self.weights)
                 for src, stride in zip(b.in_edges, b.in_strides)
             ))
             self.stacks.append(nn.ModuleList(
-                MixedOp(space.stack_primitives, b.ch, b.ch, 1) for _ in range(b.num_layers)
+                MixedOp(space.stack_primitives, b.ch, b.ch, 1, weights=self.weights) for _ in range(b.num_layers)
             ))
         self.final = nn.ModuleList(build_op("conv1_1", blocks[src].ch, cfg.last_dim, 1, affine=False)
                                    for src in space.final.in_edges)

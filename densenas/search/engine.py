@@ -187,7 +187,7 @@ class SearchEngine:
         else:
             self.latency_tables = None
         self.net = SuperNet(self.space, self.num_classes, bn_momentum=self.cfg.bn_momentum,
-                            bn_eps=self.cfg.bn_eps).to(self.device)
+                            bn_eps=self.cfg.bn_eps, weights=self.cfg.weights).to(self.device)
         self.arch_params = self.net.arch_parameters()
         self.weight_params = self.net.weight_parameters()
         self.model = self._wrap_ddp()

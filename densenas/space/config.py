@@ -56,6 +56,9 @@ class SearchSettings(_Strict):
     weight: WeightOptim = WeightOptim()
     arch: ArchOptim = ArchOptim()
     cost: CostSettings = CostSettings()
+    # candidate weights: the paper's one module per candidate, or MBConv candidates as
+    # slices of one largest kernel per mixed op (learns in a short search)
+    weights: Literal["independent", "shared"] = "independent"
 
 
 # Far beyond any real network: a typo fails here instead of hanging whatever walks the space.

@@ -374,8 +374,8 @@ def evaluate_weights(
 
 
 def data_name(data: str) -> str:
-    """How a run records its data: ``digits`` or the absolute path."""
-    return data if data == "digits" else str(Path(data).expanduser().resolve())
+    """How a run records its data: a built-in name (``digits``, ``digits-clutter``) or the absolute path."""
+    return data if data in ("digits", "digits-clutter") else str(Path(data).expanduser().resolve())
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:

@@ -107,7 +107,7 @@ def shipped_recipes() -> dict[str, Path]:
 
 def default_recipe_name(data: str) -> str:
     """Tuned settings for the built-in digits, the paper's ImageNet settings otherwise."""
-    return DIGITS_RECIPE if data == "digits" else DEFAULT_RECIPE
+    return DIGITS_RECIPE if data in ("digits", "digits-clutter") else DEFAULT_RECIPE
 
 
 def _msg(error: Any) -> str:
