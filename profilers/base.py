@@ -149,6 +149,16 @@ class Profiler(ABC):
 
         return torch.get_num_threads()
 
+    @classmethod
+    def missing_parts(cls) -> list[str]:
+        """What a backend class still lacks before it can be made: its unimplemented
+        abstract methods and unset class attributes, by name. The registry checks this on
+        loading, so an incomplete plug-in is named instead of failing when constructed."""
+        attrs = ("name", "device_kind")
+        missing = [f"{attr} (class attribute)" for attr in attrs if not isinstance(getattr(cls, attr, None), str)]
+        missing += [f"{method}()" for method in sorted(getattr(cls, "__abstractmethods__", ()))]
+        return missing
+
     # --- lifecycle -----------------------------------------------------------------
 
     def check_available(self) -> None:

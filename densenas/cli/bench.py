@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from densenas.cli.profile import BACKEND_HELP
 from densenas.console import err, out, print_json, warn
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -16,7 +17,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 def bench(
     arch_path: Annotated[Path, typer.Option("--arch", help="The derived architecture (arch.json).")],
     backend: Annotated[str, typer.Option(
-        "--backend", help="Profiler backend (torch-cpu, onnxruntime, torch-cuda, tensorrt, ...).")],
+        "--backend", help=BACKEND_HELP)],
     batch: Annotated[Optional[int], typer.Option(
         "--batch", min=1, help="Batch size; default the LUT's, else 1.")] = None,
     threads: Annotated[Optional[int], typer.Option(

@@ -10,14 +10,17 @@ import typer
 from densenas.console import err, out, print_json
 from densenas.lut.profile import ENV_PROTOCOL
 from densenas.lut.store import LutRow
+from densenas.profilers import list_profilers
 from densenas.signature import OpSignature
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+# the registered backends, installed plug-ins included, as this environment has them
+BACKEND_HELP = f"Profiler backend: {', '.join(list_profilers())}."
 
 
 def profile(
     space: Annotated[str, typer.Option("--space", help="Search space: a shipped name (mbv2, mbv2-tiny, resnet) or a YAML path.")],
-    backend: Annotated[str, typer.Option("--backend", help="Profiler backend (torch-cpu, torch-cuda, onnxruntime, tensorrt, or a plug-in).")],
+    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size the ops are measured at.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 (fp16 needs a GPU backend).")] = "fp32",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Host threads; default: the CPUs this process may use.")] = None,
