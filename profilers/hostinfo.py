@@ -38,8 +38,21 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+# Reports another CPU name than the host's (to check that nothing depends on which CPU
+# ran it, or to label a machine whose name the kernel hides). A fingerprint taken under
+# it says so: ``cpu_name_override`` holds the variable and ``cpu_detected`` the real name.
+ENV_CPU_NAME = "DENSENAS_CPU_NAME"
+
+
 def cpu_model() -> str:
-    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    """The CPU's marketing name: $DENSENAS_CPU_NAME when set, else from /proc/cpuinfo
+    where there is one."""
+    override = os.environ.get(ENV_CPU_NAME, "").strip()
+    return override or detected_cpu_model()
+
+
+def detected_cpu_model() -> str:
+    """The CPU's marketing name as the host reports it, from /proc/cpuinfo where there is one."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("model name", "Model", "Hardware")) and ":" in line:
@@ -66,7 +79,7 @@ def cpu_governor() -> str | None:
 
 
 def host_facts() -> dict[str, object]:
-    return {
+    facts: dict[str, object] = {
         "os": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
@@ -74,6 +87,10 @@ def host_facts() -> dict[str, object]:
         "usable_cpus": usable_cpus(),
         "cpu_governor": cpu_governor(),
     }
+    if os.environ.get(ENV_CPU_NAME, "").strip():
+        facts["cpu_name_override"] = ENV_CPU_NAME
+        facts["cpu_detected"] = detected_cpu_model()
+    return facts
 
 
 def nvidia_smi(index: int) -> dict[str, str]:

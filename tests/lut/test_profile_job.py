@@ -9,6 +9,7 @@ import pytest
 from densenas.errors import DensenasError
 from densenas.lut.profile import merge_tables, parse_protocol, parse_shard, profile_space, shard_signatures
 from densenas.lut.store import LatencyTable, LutRow
+from densenas.profilers import hostinfo
 from densenas.signature import OpSignature
 from densenas.space import SearchSpace
 
@@ -38,9 +39,11 @@ def test_shards_are_deterministic_disjoint_and_cover_the_space() -> None:
 
 
 def _existing(path: Path, **meta) -> None:
+    """A LUT that matches what a default torch-cpu run records on this host (its CPU name
+    and usable CPUs) except for the fields in ``meta``, so only those can differ."""
     sig = OpSignature("conv1_1", 8, 8, 1, 4, 4)
-    t = LatencyTable({"backend": "torch-cpu", "device": "AMD EPYC", "threads": 2, "batch": 1, "precision": "fp32",
-                      "input_size": 32, **meta})
+    here = {"device": hostinfo.cpu_model(), "threads": hostinfo.usable_cpus()}
+    t = LatencyTable({"backend": "torch-cpu", **here, "batch": 1, "precision": "fp32", "input_size": 32, **meta})
     t.add(LutRow(sig, 0.1, 0.1, 0.0, 0.1, 0.1, samples=3))
     t.save(path)
 
