@@ -59,8 +59,6 @@ def inherit_from_supernet(net: nn.Module, arch: Arch, space: SearchSpace, supern
                           *, source: str) -> list[str]:
     """Load ``supernet_state`` (a search checkpoint's ``model``) into the derived network
     ``net`` built from ``arch``; returns notes on what could not be taken over as searched."""
-    from densenas.arch_params import ArchParams
-    from densenas.derive import viterbi_choice
     from densenas.nets.supernet import SuperNet
 
     classifier = supernet_state.get("classifier.fc.weight")
@@ -73,10 +71,19 @@ def inherit_from_supernet(net: nn.Module, arch: Arch, space: SearchSpace, supern
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:200]
         raise DensenasError(f"{source}: the supernet weights do not fit space {space.name} ({first})") from None
+    return copy_path_weights(net, arch, space, supernet, where=f"{source}: supernet weights")
+
+
+def copy_path_weights(net: nn.Module, arch: Arch, space: SearchSpace, supernet: nn.Module, *, where: str) -> list[str]:
+    """Give the derived network ``net`` (built from ``arch``) the weights of its path in the
+    live ``supernet``; returns notes on what could not be taken over as searched. The
+    search uses it every epoch to evaluate single paths."""
+    from densenas.arch_params import ArchParams
+    from densenas.derive import viterbi_choice
+
     fitted = fit_to_space(arch, space)
     choice = viterbi_choice(space, ArchParams.from_supernet(supernet))
     notes: list[str] = []
-    where = f"{source}: supernet weights"
     _copy_module(net.stem, supernet.stem, where)
     src = 0
     for k, block in enumerate(fitted.blocks):

@@ -113,3 +113,33 @@ def op_mix(arch: Arch, space: SearchSpace, tables: CostTables | None = None) -> 
 
 def _is_cheapest(row: torch.Tensor, index: int) -> bool:
     return bool(row[index] <= row.min() + 1e-12)
+
+
+# -- what the supernet knows ------------------------------------------------------------------
+
+CHANCE_MARGIN = 1.5  # warn when single paths score below this many times chance after warm-up
+RANDOM_PATHS = 3  # random single paths evaluated per epoch
+
+
+@torch.no_grad()
+def path_correct(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, batches, device: torch.device) -> tuple[float, float]:
+    """(correct, count) of one single path of ``supernet`` on ``batches``: the derived network
+    of ``arch`` with the supernet's weights (``densenas.nets.inherit``), batch norm on batch
+    statistics, since running statistics gathered under path sampling belong to no one path."""
+    from densenas.nets import build_derived
+    from densenas.nets.inherit import copy_path_weights
+
+    net = build_derived(arch)
+    copy_path_weights(net, arch, space, supernet, where="single-path check")
+    net.to(device).train()
+    correct = count = 0.0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        correct += float((net(x).argmax(1) == y).sum())
+        count += y.numel()
+    return correct, count
+
+
+def at_chance(top1: float | None, num_classes: int) -> bool:
+    """Whether a validation accuracy (percent) is indistinguishable from guessing."""
+    return top1 is not None and top1 < CHANCE_MARGIN * 100.0 / num_classes

@@ -34,6 +34,9 @@ def epoch_report(r: dict[str, Any], epochs: int, cost_type: str) -> None:
     parts.append(f"train loss {r['train_loss']:.3f} acc {r['train_top1']:.1f}%")
     if r.get("val_top1") is not None:
         parts.append(f"val acc {r['val_top1']:.1f}%")
+    if r.get("derived_val_top1") is not None:
+        paths = ", ".join(f"{v:.1f}" for v in r["random_paths_val_top1"])
+        parts.append(f"derived path {r['derived_val_top1']:.1f}% random paths {paths}%")
     parts.append(f"{r['seconds']:.1f}s")
     say("  ".join(parts))
     say(f"  {cost_text(r, cost_type)}")

@@ -25,7 +25,7 @@ def test_supernet_parameter_layout_follows_design_order():
 def test_supernet_forward_full_and_sampled():
     s = SearchSpace.load("mbv2-tiny")
     torch.manual_seed(0)
-    net = SuperNet(s, num_classes=10)
+    net = SuperNet(s, num_classes=10, weights="independent")  # one module per candidate
     x = torch.randn(2, 3, 32, 32)
     assert net(x).shape == (2, 10)
     head = [torch.randint(0, 4, (a.shape[0], 1)) for a in net.head_alphas]
