@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from densenas.lut.store import LatencyTable
+from densenas.profilers import hostinfo
 from tests.conftest import assert_user_error, run_cli
 from tests.micro_space import MICRO, MICRO_OPS
 
@@ -38,7 +39,7 @@ def test_profile_writes_a_complete_lut_with_provenance(backend: str, micro: Path
     lut = tmp_path / f"{backend}.json"
     res = _json(run_cli("profile", "--space", str(micro), "--backend", backend, "--out", str(lut), "--json",
                         cwd=tmp_path, env=FAST))
-    assert res["measured"] == NEEDED and res["complete"] and res["threads"] == 2
+    assert res["measured"] == NEEDED and res["complete"] and res["threads"] == hostinfo.usable_cpus()  # the default
 
     check = _json(run_cli("lut", "check", str(lut), "--space", str(micro), "--json"))
     assert check == {"lut": str(lut), "space": "micro", "complete": True, "needed": NEEDED, "missing": []}
@@ -82,10 +83,11 @@ def test_sigkill_then_resume_remeasures_nothing_finished(micro: Path, tmp_path: 
     before = LatencyTable.load(lut)
     assert 2 <= len(before.rows) < NEEDED, "the kill should land after the first chunk and before the end"
 
-    # a different fingerprint is refused, naming the difference
+    # a different fingerprint is refused, naming the difference (the default is the usable CPUs)
+    cpus = hostinfo.usable_cpus()
     refused = run_cli("profile", "--space", str(micro), "--backend", "torch-cpu", "--out", str(lut), "--resume",
-                      "--threads", "1", cwd=tmp_path, env=FAST)
-    assert_user_error(refused, "--resume refused", "threads is 2 in", "but 1 in this run")
+                      "--threads", str(cpus + 1), cwd=tmp_path, env=FAST)
+    assert_user_error(refused, "--resume refused", f"threads is {cpus} in", f"but {cpus + 1} in this run")
 
     res = _json(run_cli("profile", "--space", str(micro), "--backend", "torch-cpu", "--out", str(lut), "--resume",
                         "--json", cwd=tmp_path, env=FAST))
