@@ -42,8 +42,8 @@ def lut_protocol(lut: "LatencyTable") -> "Protocol":
     from densenas.profilers import Protocol
     from densenas.profilers.errors import ProfilerError
 
-    recorded = lut.meta.get("protocol")
-    if not isinstance(recorded, dict):
+    recorded = lut.provenance.protocol
+    if recorded is None:
         return Protocol()
     try:
         return Protocol.from_dict(recorded)
@@ -57,12 +57,11 @@ def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None)
     from densenas.lut.profile import make_profiler
     from densenas.profilers import get_profiler_class
 
-    threads = lut.meta.get("threads")
-    host = lut.meta.get("host")
-    options = get_profiler_class(lut.backend).options_from_fingerprint(host if isinstance(host, dict) else {})
+    provenance = lut.provenance
+    options = get_profiler_class(lut.backend).options_from_fingerprint(provenance.host or {})
     return make_profiler(
         lut.backend,
-        threads=int(threads) if isinstance(threads, int) else None,
+        threads=provenance.threads,
         precision=lut.precision,
         protocol=protocol or lut_protocol(lut),
         **options,
@@ -150,13 +149,13 @@ def bench_arch(
     table = load_lut(lut) if lut is not None else None
     notes: list[str] = []
     if table is not None:
-        lut_threads = table.meta.get("threads")
+        lut_threads = table.provenance.threads
         for name, given, recorded in (("backend", backend, table.backend), ("threads", threads, lut_threads)):
             if given is not None and recorded is not None and given != recorded:
                 notes.append(f"{name} is {given} here but {recorded} in the LUT: the comparison is not like for like")
         batch = batch or table.batch
         precision = precision or table.precision
-        if threads is None and isinstance(lut_threads, int):
+        if threads is None:
             threads = lut_threads
         protocol = protocol or lut_protocol(table)
     batch = batch or 1

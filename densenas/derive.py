@@ -17,8 +17,8 @@ Two ways:
 Costs come from ``CostTables`` and are what a derived network pays: stem, each chosen
 head op, each kept stack op (a skipped layer is removed from the network, so it costs
 nothing whatever the table charges it for regularising the search), then the final
-conv and classifier; total = scale * sum + network_offset, the number ``arch_cost``
-gives for the same network from the same LUT.
+conv and classifier; the total is ``CostTables.total`` of that sum, the number
+``arch_cost`` gives for the same network from the same LUT.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _stack_costs(space: SearchSpace, tables: CostTables) -> list[np.ndarray]:
 
 
 def choice_cost(space: SearchSpace, tables: CostTables, choice: Choice) -> float:
-    """The derived network's predicted cost from the tables (scale * sum + offset), summed
+    """The derived network's predicted cost from the tables (``CostTables.total``), summed
     in the order ``arch_cost`` sums a LUT (stem, each block's head then layers, the tail),
     so for tables built from that LUT the two agree to the last bit."""
     heads = [t.detach().cpu().double().numpy() for t in tables.head]
@@ -344,7 +344,7 @@ def derive_under_budget(space: SearchSpace, params: ArchParams, tables: CostTabl
     lp = _log_probs(space, params)
     fronts, picks = _budget_frontier(space, lp, tables)
     final = fronts[space.final.id].front
-    totals = tables.scale * (float(tables.stem) + final.cost) + tables.network_offset
+    totals = tables.total(float(tables.stem) + final.cost)
     # the frontier is sorted by cost with log-prob rising, so the best fit is the dearest that fits;
     # the cost is re-summed in the network's order and checked, so rounding never lets one over
     slack = 1e-9 * max(abs(budget), 1.0)
@@ -503,7 +503,7 @@ def predict_derived(arch: Arch, lut) -> dict:
     c = arch_cost(arch, lut)
     return {"latency_ms": c.total, "unit": c.unit, "sum_of_ops_ms": c.sum_of_ops,
             "calibration_scale": c.scale, "calibration_per_layer_ms": c.per_layer, "layers": c.layers,
-            "network_offset_ms": c.network_offset, "terms": c.terms(), "lut": lut.source, "blocks": c.per_block}
+            "network_offset_ms": c.network_offset, "in_context": c.in_context, "terms": c.terms(), "lut": lut.source, "blocks": c.per_block}
 
 
 def predict_soft(inputs: DeriveInputs, cost_type: str = "latency") -> dict:

@@ -5,8 +5,8 @@ Architectures are drawn by walking from block 0 along uniformly chosen out-edges
 final conv, with a uniformly chosen head op per block and a uniformly chosen stack op
 per layer (``skip_connect`` drops the layer), so depth, width and kernel mix all vary.
 
-Calibration fits what the sum of ops misses as ``measured = scale * sum_of_ops +
-overhead + network_offset_ms`` (overhead: the LUT's per-call cost, counted once), by a
+Calibration fits what the sum of ops misses (``densenas.lut.meta.Calibration``: a scale,
+a per-layer term and an offset beside the per-call overhead counted once), by a
 Huber-robust least-squares fit of the relative residuals, the quantity the accuracy
 target is stated in; the scale only from 16 networks up, the offset alone below. Its
 "after" figures are 2-fold cross-validated: each half of the sample is predicted by the
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from densenas.arch import Arch, ArchBlock, fit_to_space
 from densenas.errors import DensenasError
+from densenas.lut.meta import Calibration
 from densenas.signature import SKIP
 
 if TYPE_CHECKING:
@@ -132,28 +133,6 @@ def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
 # -- calibration ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """``predicted = scale * sum_of_ops + per_layer_ms * layers + overhead_ms + network_offset_ms``.
-
-    ``per_layer_ms`` is what each layer of a whole network costs beyond its op timed alone
-    (less the per-call overhead): cold weights, the framework's dispatch between modules;
-    negative where a runtime fuses across ops."""
-
-    network_offset_ms: float
-    scale: float
-    fitted_on: int
-    per_layer_ms: float = 0.0
-
-    def predict(self, sum_of_ops: float, overhead_ms: float, layers: int = 0) -> float:
-        return self.scale * sum_of_ops + self.per_layer_ms * layers + overhead_ms + self.network_offset_ms
-
-    def to_lut(self) -> dict[str, float]:
-        """The numbers a LUT's ``meta.calibration`` holds (it accepts numbers only)."""
-        return {"network_offset_ms": self.network_offset_ms, "scale": self.scale,
-                "per_layer_ms": self.per_layer_ms, "fitted_on": self.fitted_on}
-
-
 def fit_calibration(sum_of_ops: Sequence[float], measured: Sequence[float], overhead_ms: float, *,
                     layers: Sequence[int] | None = None, fit_scale: bool = True) -> Calibration:
     """Huber-robust fit on relative residuals; one odd network (a scheduler hiccup on a
@@ -177,7 +156,7 @@ def fit_calibration(sum_of_ops: Sequence[float], measured: Sequence[float], over
         rest = np.arange(len(m)) != i
         for per_layer in errors:
             cal = _fit(s[rest], m[rest], n[rest], overhead_ms, fit_scale=True, per_layer=per_layer)
-            errors[per_layer] += abs(cal.predict(s[i], overhead_ms, int(n[i])) - m[i]) / m[i]
+            errors[per_layer] += abs(cal.network_ms(s[i], int(n[i]), overhead_ms) - m[i]) / m[i]
     # the extra term has to earn its place: a clear gain, not a tie broken by rounding
     return _fit(s, m, n, overhead_ms, fit_scale=True, per_layer=errors[True] < PER_LAYER_GAIN * errors[False])
 
@@ -194,7 +173,8 @@ def _fit(s: "np.ndarray", m: "np.ndarray", n_layers: "np.ndarray", overhead_ms: 
 
     def residuals(params: np.ndarray) -> np.ndarray:
         scale, slope, offset = unpack(params)
-        return (scale * s + slope * n_layers + overhead_ms + offset - m) / m
+        trial = Calibration.model_construct(scale=scale, per_layer_ms=slope, network_offset_ms=offset)
+        return (trial.network_ms(s, n_layers, overhead_ms) - m) / m
 
     lower = ([SCALE_BOUNDS[0]] if fit_scale else []) + ([-np.inf] if per_layer else []) + [-np.inf]
     upper = ([SCALE_BOUNDS[1]] if fit_scale else []) + ([np.inf] if per_layer else []) + [np.inf]
@@ -217,7 +197,7 @@ def cross_validated(sum_of_ops: Sequence[float], measured: Sequence[float], over
         cal = fit_calibration([sum_of_ops[i] for i in train], [measured[i] for i in train], overhead_ms,
                               layers=None if layers is None else [n_layers[i] for i in train], fit_scale=fit_scale)
         for i in test:
-            out[i] = cal.predict(sum_of_ops[i], overhead_ms, n_layers[i])
+            out[i] = cal.network_ms(sum_of_ops[i], n_layers[i], overhead_ms)
     return out
 
 
@@ -231,7 +211,9 @@ def interleaved_check(prof: Any, archs: Sequence[Arch], batch: int, precision: s
     predicted) per network, in order.
     """
     from densenas.bench import input_shape, network_factory
+    from densenas.cost import arch_cost
     from densenas.lut.profile import input_shape_for
+    from densenas.lut.store import LatencyTable, LutRow
     from densenas.ops import module_for_signature
 
     layer_sigs = [[sig.with_run(batch, precision) for _, _, sig in a.layers()] for a in archs]
@@ -248,9 +230,11 @@ def interleaved_check(prof: Any, archs: Sequence[Arch], batch: int, precision: s
     finally:
         prof.protocol = saved
     measured = [times[("net", i)].median_ms for i in range(len(archs))]
-    predicted = [sum(max(times[("op", s.key())].median_ms - overhead, 0.0) for s in sigs) + overhead
-                 for sigs in layer_sigs]
-    return measured, predicted
+    # the fresh op times as a LUT of their own (no calibration), predicted the one way
+    fresh = LatencyTable({"batch": batch, "precision": precision, "overhead_ms": overhead},
+                         (LutRow.from_measurement(s, times[("op", k)]) for k, s in unique.items()),
+                         source="ops re-measured alongside")
+    return measured, [arch_cost(a, fresh).total for a in archs]
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -397,7 +381,7 @@ def validate_lut(
                                              fit_scale=fit_scale)
         result.after = accuracy(result.after_cv_ms, measured)
         result.calibration = fit_calibration(sums, measured, table.overhead_ms, layers=layers, fit_scale=fit_scale)
-        table.calibration = result.calibration.to_lut()
+        table.calibration = result.calibration
         table.meta["calibration_fit"] = {
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "space": space.name, "samples": len(archs), "seed": seed,

@@ -20,7 +20,6 @@ from densenas.lut.profile import parse_protocol, profile_space
 from densenas.lut.store import LatencyTable, load_lut
 from densenas.space import SearchSpace
 from densenas.validate import (
-    Calibration,
     accuracy,
     cross_validated,
     fit_calibration,
@@ -126,7 +125,7 @@ def test_calibration_fit_recovers_a_per_layer_term():
     cal = fit_calibration(sums, measured, overhead, layers=layers)
     assert cal.scale == pytest.approx(0.9, rel=1e-2) and cal.per_layer_ms == pytest.approx(0.04, rel=5e-2)
     assert cal.network_offset_ms == pytest.approx(0.2, abs=5e-2)
-    assert cal.predict(10.0, overhead, 20) == pytest.approx(0.9 * 10 + 0.04 * 20 + overhead + 0.2, rel=1e-2)
+    assert cal.network_ms(10.0, 20, overhead) == pytest.approx(0.9 * 10 + 0.04 * 20 + overhead + 0.2, rel=1e-2)
     assert fit_calibration(sums, measured, overhead).per_layer_ms == 0.0  # no layer counts, no such term
     # layer counts that explain nothing the scale does not: the term is left out
     noise = [-1, -1, 1, -1, -1, 1, -1, 1, 1, 1]  # ±2%, uncorrelated with the layer counts and the sums
@@ -213,14 +212,14 @@ def test_calibrate_stores_the_fit_and_predictions_use_it(micro, tmp_path):
 
     table = LatencyTable.load(out)
     cal = table.calibration
-    assert cal["fitted_on"] == 6 and cal["scale"] == pytest.approx(result.calibration.scale)
-    assert cal["network_offset_ms"] == pytest.approx(result.calibration.network_offset_ms)
+    assert cal.fitted_on == 6 and cal.scale == pytest.approx(result.calibration.scale)
+    assert cal.network_offset_ms == pytest.approx(result.calibration.network_offset_ms)
     assert table.meta["calibration_fit"]["samples"] == 6 and table.meta["calibration_fit"]["date"]
     plain = LatencyTable.load(micro["torch-cpu"])
     for arch in result.archs:
         raw = arch_cost(arch, plain)
         calibrated = arch_cost(arch, table).total
-        expected = Calibration(cal["network_offset_ms"], cal["scale"], 6).predict(raw.sum_of_ops, table.overhead_ms)
+        expected = cal.scale * raw.sum_of_ops + cal.per_layer_ms * raw.layers + table.overhead_ms + cal.network_offset_ms
         assert calibrated == pytest.approx(expected)
         assert calibrated != pytest.approx(raw.total)
 
@@ -232,7 +231,7 @@ def test_calibrate_in_place_through_the_cli(micro, tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["calibrated_lut"] == str(lut)
-    assert LatencyTable.load(lut).calibration["scale"] == pytest.approx(d["calibration"]["scale"])
+    assert LatencyTable.load(lut).calibration.scale == pytest.approx(d["calibration"]["scale"])
 
 
 def test_calibrate_needs_enough_samples(micro):

@@ -345,7 +345,7 @@ def test_arch_cost_sums_the_path_and_breaks_it_down(tiny, tiny_lut):
 def test_a_per_layer_calibration_is_charged_to_every_kept_layer_by_both_cost_paths(tiny, tmp_path, seed):
     per_layer = 0.025
     lut = synthetic_lut(tiny, tmp_path / "per-layer.json")
-    lut.calibration = {**lut.calibration, "per_layer_ms": per_layer}
+    lut.calibration = {**lut.calibration.to_lut(), "per_layer_ms": per_layer}
     choice = random_choice(tiny, seed)
     arch = choice_to_arch(tiny, choice)
     c = arch_cost(arch, lut)

@@ -57,7 +57,7 @@ def show_dict(table: Any, *, with_rows: bool = False) -> dict[str, Any]:
         "precision": table.precision,
         "input_size": table.input_size,
         "overhead_ms": table.overhead_ms,
-        "calibration": table.calibration,
+        "calibration": table.calibration.to_lut(),
     }
     for k, v in meta.items():
         d.setdefault(k, v)

@@ -2,6 +2,7 @@
 
 from densenas.cost.chained import chained_cost, chained_cost_breakdown
 from densenas.cost.derived import ArchCost, arch_cost
+from densenas.cost.latency import LatencyModel
 from densenas.cost.tables import CostTables
 
-__all__ = ["ArchCost", "CostTables", "arch_cost", "chained_cost", "chained_cost_breakdown"]
+__all__ = ["ArchCost", "CostTables", "LatencyModel", "arch_cost", "chained_cost", "chained_cost_breakdown"]

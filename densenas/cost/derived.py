@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from densenas.arch import Arch
+from densenas.cost.latency import LatencyModel
 from densenas.errors import DensenasError
+
+if TYPE_CHECKING:
+    from densenas.lut.store import LatencyTable
 
 
 @dataclass
@@ -18,6 +23,7 @@ class ArchCost:
     scale: float = 1.0  # the LUT's calibration, as applied to this network
     per_layer: float = 0.0
     layers: int = 0
+    in_context: bool = False  # op costs fitted inside whole networks (a refinement), no calibration
 
     def to_dict(self) -> dict:
         return {"total": self.total, "unit": self.unit, "sum_of_ops": self.sum_of_ops,
@@ -27,27 +33,23 @@ class ArchCost:
         """How the total is made: ``1.1 x 2.0000 ms of ops +0.0100 ms x 17 layers +0.0250 ms per network``."""
         scale = "" if self.scale == 1.0 else f"{self.scale:g} x "
         layers = "" if self.per_layer == 0.0 else f" {self.per_layer:+.4f} {self.unit} x {self.layers} layers"
-        return f"{scale}{self.sum_of_ops:.4f} {self.unit} of ops{layers} {self.network_offset:+.4f} {self.unit} per network"
+        ops = "of ops in context" if self.in_context else "of ops"
+        return f"{scale}{self.sum_of_ops:.4f} {self.unit} {ops}{layers} {self.network_offset:+.4f} {self.unit} per network"
 
 
-def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | None = None) -> ArchCost:
-    """Predicted latency of a derived network from a LUT: each op charged its median
-    less the per-call overhead (times the calibration's scale, plus its per-layer term),
-    the overhead and the calibration's offset added once."""
-    batch = batch or lut.batch
-    precision = precision or lut.precision
+def arch_cost(arch: Arch, lut: "LatencyTable", *, batch: int | None = None,
+              precision: str | None = None) -> ArchCost:
+    """Predicted latency of a derived network from a LUT (``LatencyModel``): each op's
+    cost summed per part of the network, the network's total from that sum and its
+    layer count, each part's share without the once-per-network terms."""
+    model = LatencyModel(lut, batch=batch, precision=precision)
     if arch.input_size != lut.input_size and lut.input_size:
         raise DensenasError(
             f"LUT {lut.source} was measured for {lut.input_size}x{lut.input_size} inputs, "
             f"the architecture takes {arch.input_size}x{arch.input_size}"
         )
-    sigs = [sig.with_run(batch, precision) for _, _, sig in arch.layers()]
-    lut.require(sigs, batch=batch, precision=precision)
-    overhead = float(lut.overhead_ms)
-    cal = lut.calibration or {}
-    scale = float(cal.get("scale", 1.0))
-    per_layer = float(cal.get("per_layer_ms", 0.0))
-    offset = overhead + float(cal.get("network_offset_ms", 0.0))
+    sigs = [sig.with_run(model.batch, model.precision) for _, _, sig in arch.layers()]
+    lut.require(sigs, batch=model.batch, precision=model.precision)
     groups: dict[str, dict] = {}
     for (role, idx, _), sig in zip(arch.layers(), sigs):
         if role == "stem":
@@ -59,9 +61,10 @@ def arch_cost(arch: Arch, lut, *, batch: int | None = None, precision: str | Non
             key, block_id = f"block {idx}", arch.blocks[idx].block_id
         g = groups.setdefault(key, {"name": key, "block_id": block_id, "ops": [], "sum": 0.0})
         g["ops"].append(sig.op)
-        g["sum"] += max(lut.latency_ms(sig) - overhead, 0.0)
+        g["sum"] += model.op_cost_ms(sig)
     total_ops = sum(g["sum"] for g in groups.values())
     per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"],
-                  "latency_ms": scale * g["sum"] + per_layer * len(g["ops"])} for g in groups.values()]
-    return ArchCost(scale * total_ops + per_layer * len(sigs) + offset, "ms", total_ops, offset, per_block,
-                    scale=scale, per_layer=per_layer, layers=len(sigs))
+                  "latency_ms": model.part_ms(g["sum"], len(g["ops"]))} for g in groups.values()]
+    cal = model.calibration
+    return ArchCost(float(model.network_ms(total_ops, len(sigs))), "ms", total_ops, model.once_ms, per_block,
+                    scale=cal.scale, per_layer=cal.per_layer_ms, layers=len(sigs), in_context=model.refined)

@@ -1,17 +1,18 @@
 """Per-op costs of a search space, laid out like its architecture parameters.
 
-A LUT row's median includes the backend's fixed per-call overhead; a network pays it
-once, not once per op, so each op is charged ``median - overhead`` and the network
-total adds the overhead back once (plus any calibration stored in the LUT).
+Latency costs come from ``LatencyModel`` (an op's cost net of the per-call overhead,
+the overhead and the calibration once per network); MACs and params are counted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable
 
 import torch
 
+from densenas.cost.latency import LatencyModel
 from densenas.errors import DensenasError
 from densenas.signature import SKIP, OpSignature
 from densenas.space import SearchSpace
@@ -35,20 +36,30 @@ class CostTables:
     head: list[torch.Tensor]
     stack: list[torch.Tensor]
     final: torch.Tensor
-    network_offset: float = 0.0  # per-network term: per-call overhead + calibration offset
-    scale: float = 1.0  # calibration: multiplies the sum of ops
+    model: LatencyModel | None = None  # latency tables: how the sum of ops becomes a network's cost
     derived_tail: torch.Tensor | None = None
     source: str = ""  # what the costs come from, for messages ("LUT luts/x.json", "computed MACs")
 
     def to(self, device: torch.device | str) -> "CostTables":
         return CostTables(self.cost_type, self.unit, self.stem, self.classifier,
                           [t.to(device) for t in self.head], [t.to(device) for t in self.stack],
-                          self.final.to(device), self.network_offset, self.scale,
+                          self.final.to(device), self.model,
                           None if self.derived_tail is None else self.derived_tail.to(device), self.source)
 
-    def total(self, sum_of_ops: torch.Tensor | float) -> torch.Tensor | float:
-        """Network cost from the sum of its ops: calibration scale, then the per-network term."""
-        return self.scale * sum_of_ops + self.network_offset
+    def total(self, sum_of_ops: Any) -> Any:
+        """Network cost from the sum of its tabled ops (floats, arrays or tensors); MACs
+        and params add up as they are."""
+        return sum_of_ops if self.model is None else self.model.network_ms(sum_of_ops)
+
+    @property
+    def network_offset(self) -> float:
+        """What every network pays whatever its ops (overhead and calibration offset)."""
+        return float(self.total(0.0))
+
+    @property
+    def scale(self) -> float:
+        """The calibration's factor on the sum of ops (1 without one)."""
+        return 1.0 if self.model is None else self.model.calibration.scale
 
     @classmethod
     def build(cls, space: SearchSpace, cost_type: str = "latency", *, lut=None, batch: int | None = None,
@@ -59,22 +70,10 @@ class CostTables:
         if cost_type == "latency":
             if lut is None:
                 raise DensenasError("cost type latency needs a LUT (--lut)")
-            batch = batch or lut.batch
-            precision = precision or lut.precision
-            sigs = space.unique_signatures(batch, precision, num_classes)
-            lut.require(sigs, batch=batch, precision=precision, input_size=space.input_size)
-            overhead = float(lut.overhead_ms)
-            cal = lut.calibration or {}
-            offset = overhead + float(cal.get("network_offset_ms", 0.0))
-            scale = float(cal.get("scale", 1.0))
-            # the calibration's per-layer term, charged to every layer a network keeps
-            # (a skipped layer is dropped); divided by the scale the total applies
-            per_layer = float(cal.get("per_layer_ms", 0.0)) / scale
-
-            def cost(sig: OpSignature) -> float:
-                own = max(lut.latency_ms(sig.with_run(batch, precision)) - overhead, 0.0)
-                return own if sig.op == SKIP else own + per_layer
-
+            model: LatencyModel | None = LatencyModel(lut, batch=batch, precision=precision)
+            sigs = space.unique_signatures(model.batch, model.precision, num_classes)
+            lut.require(sigs, batch=model.batch, precision=model.precision, input_size=space.input_size)
+            cost: Callable[[OpSignature], float] = model.layer_charge_ms
             unit = "ms"
             source = f"LUT {lut.source}"
         else:
@@ -83,14 +82,14 @@ class CostTables:
             def cost(sig: OpSignature) -> float:
                 return counter(sig) / 1e6
 
-            offset, scale, unit = 0.0, 1.0, "M MACs" if cost_type == "flops" else "M params"
+            model, unit = None, "M MACs" if cost_type == "flops" else "M params"
             source = "computed MACs" if cost_type == "flops" else "computed params"
-        tables = cls._from_costs(space, cost, cost_type, unit, offset, scale, num_classes, skip_reg)
+        tables = cls._from_costs(space, cost, cost_type, unit, model, num_classes, skip_reg)
         tables.source = source
         return tables
 
     @classmethod
-    def _from_costs(cls, space, cost, cost_type, unit, offset, scale, num_classes, skip_reg) -> "CostTables":
+    def _from_costs(cls, space, cost, cost_type, unit, model, num_classes, skip_reg) -> "CostTables":
         head, stack = [], []
         stack_ops = space.stack_primitives
         for b in space.routing_blocks:
@@ -110,7 +109,7 @@ class CostTables:
         else:
             tail = torch.tensor([cost(space.classifier_signature(num_classes, c_in=space.blocks[src].ch))
                                  for src in space.final.in_edges], dtype=torch.float64)
-        return cls(cost_type, unit, stem, classifier, head, stack, final, offset, scale, tail)
+        return cls(cost_type, unit, stem, classifier, head, stack, final, model, tail)
 
 
 @lru_cache(maxsize=4096)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from densenas import paths
 from densenas.errors import DensenasError
 from densenas.fileio import read_text, write_text
+from densenas.lut.meta import Calibration, Provenance, Refinement, validated
 from densenas.signature import PRECISIONS, OpSignature, parse_op
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class LutRow:
     one signature once per stacked layer); ``measured_at`` is when the row was measured,
     so a resumed run can be shown not to have re-measured it; ``host_busy`` how many CPUs
     other processes kept busy meanwhile (None when unknown), the usual cause of bad rows.
+    ``context_ms`` is the op's cost fitted inside whole networks, net of the per-call
+    overhead (None until a refinement fits it; see ``densenas.cost.latency``).
     """
 
     signature: OpSignature
@@ -63,6 +66,7 @@ class LutRow:
     note: str = ""
     measured_at: str = ""
     host_busy: float | None = None
+    context_ms: float | None = None
 
     @property
     def key(self) -> str:
@@ -94,7 +98,7 @@ class LutRow:
                 d[f.name] = getattr(self, f.name)
         if not d["note"]:
             del d["note"]
-        for optional in ("measured_at", "host_busy"):
+        for optional in ("measured_at", "host_busy", "context_ms"):
             if d[optional] in ("", None):
                 del d[optional]
         return d
@@ -131,6 +135,9 @@ class LutRow:
             or not _finite(host_busy) or host_busy < 0
         ):
             raise DensenasError(f"{where}: field 'host_busy' must be a finite non-negative number of CPUs, got {host_busy!r}")
+        context_ms = d.get("context_ms")
+        if context_ms is not None:
+            context_ms = _ms_field(context_ms, f"{where}: field 'context_ms'")
         return cls(
             signature=sig,
             samples=_int_field(d["samples"], f"{where}: field 'samples'", minimum=0),
@@ -139,6 +146,7 @@ class LutRow:
             note=note,
             measured_at=measured_at,
             host_busy=host_busy,
+            context_ms=context_ms,
             **stats,
         )
 
@@ -178,6 +186,12 @@ class LatencyTable:
     # -- provenance ------------------------------------------------------------------
 
     @property
+    def provenance(self) -> Provenance:
+        """``meta`` as a validated, typed model (DensenasError naming the field when a
+        program has put a bad value into it)."""
+        return validated(Provenance, self.meta, source=self.source, field="meta")
+
+    @property
     def name(self) -> str:
         return str(self.meta.get("name") or Path(self.source).stem)
 
@@ -214,12 +228,29 @@ class LatencyTable:
         return float(self.meta.get("overhead_ms") or 0.0)
 
     @property
-    def calibration(self) -> dict[str, float]:
-        return {**DEFAULT_CALIBRATION, **(self.meta.get("calibration") or {})}
+    def calibration(self) -> Calibration:
+        """The stored calibration (one that changes nothing when there is none)."""
+        return self.provenance.calibration or Calibration()
 
     @calibration.setter
-    def calibration(self, value: Mapping[str, float]) -> None:
-        self.meta["calibration"] = {**DEFAULT_CALIBRATION, **dict(value)}
+    def calibration(self, value: Calibration | Mapping[str, Any]) -> None:
+        if not isinstance(value, Calibration):
+            value = validated(Calibration, dict(value), source=self.source, field="meta.calibration")
+        self.meta["calibration"] = value.to_lut()
+
+    @property
+    def refinement(self) -> Refinement | None:
+        """How the rows' in-context costs were fitted; None for a LUT of isolated times only."""
+        return self.provenance.refinement
+
+    @refinement.setter
+    def refinement(self, value: Refinement | Mapping[str, Any] | None) -> None:
+        if value is None:
+            self.meta.pop("refinement", None)
+            return
+        if not isinstance(value, Refinement):
+            value = validated(Refinement, dict(value), source=self.source, field="meta.refinement")
+        self.meta["refinement"] = value.to_lut()
 
     def fingerprint(self) -> dict[str, Any]:
         """The provenance fields that must match before rows from two runs may be mixed."""
@@ -233,14 +264,19 @@ class LatencyTable:
     def get(self, sig: OpSignature) -> LutRow | None:
         return self.rows.get(sig.key())
 
-    def latency_ms(self, sig: OpSignature) -> float:
+    def row(self, sig: OpSignature) -> LutRow:
+        """The row of ``sig``; DensenasError with the command that measures it when absent."""
         row = self.rows.get(sig.key())
         if row is None:
             raise DensenasError(
                 f"LUT {self.source} has no row for op {sig}; profile it with "
                 f"`densenas profile --space SPACE --backend {self.backend} --lut {self.source} --resume`"
             )
-        return row.median_ms
+        return row
+
+    def latency_ms(self, sig: OpSignature) -> float:
+        """The isolated median of ``sig`` (per-call overhead included)."""
+        return self.row(sig).median_ms
 
     def missing(self, signatures: Iterable[OpSignature]) -> list[OpSignature]:
         seen: set[str] = set()
@@ -336,7 +372,10 @@ class LatencyTable:
 
     def to_json_dict(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.meta.items() if k != "schema"}
-        meta["calibration"] = self.calibration
+        provenance = self.provenance
+        meta["calibration"] = (provenance.calibration or Calibration()).to_lut()
+        if provenance.refinement is not None:
+            meta["refinement"] = provenance.refinement.to_lut()
         meta["rows"] = len(self.rows)
         return {
             "schema": LUT_SCHEMA,
@@ -393,7 +432,7 @@ class LatencyTable:
         meta = data.get("meta")
         if not isinstance(meta, dict):
             raise DensenasError(f"{source}: field 'meta' must be a JSON object")
-        _validate_meta(meta, source)
+        validated(Provenance, {k: v for k, v in meta.items() if k not in ("schema", "rows")}, source=source, field="meta")
         rows_data = data.get("rows")
         if not isinstance(rows_data, list):
             raise DensenasError(f"{source}: field 'rows' must be a JSON list")
@@ -413,26 +452,6 @@ class LatencyTable:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a LUT")
-
-
-def _validate_meta(meta: dict[str, Any], source: str) -> None:
-    version = meta.get("lut_version", 1)
-    _int_field(version, f"{source}: field 'meta.lut_version'", minimum=1)
-    batch = meta.get("batch", 1)
-    _int_field(batch, f"{source}: field 'meta.batch'", minimum=1)
-    if meta.get("precision", "fp32") not in PRECISIONS:
-        raise DensenasError(f"{source}: field 'meta.precision' must be one of {', '.join(PRECISIONS)}")
-    if meta.get("input_size") is not None:
-        _int_field(meta["input_size"], f"{source}: field 'meta.input_size'", minimum=1)
-    if meta.get("overhead_ms") is not None:
-        _ms_field(meta["overhead_ms"], f"{source}: field 'meta.overhead_ms'")
-    cal = meta.get("calibration")
-    if cal is not None:
-        if not isinstance(cal, dict):
-            raise DensenasError(f"{source}: field 'meta.calibration' must be a JSON object")
-        for k, v in cal.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v):
-                raise DensenasError(f"{source}: field 'meta.calibration.{k}' must be a finite number, got {v!r}")
 
 
 def fingerprint_differences(have: Mapping[str, Any], want: Mapping[str, Any], *, have_name: str, want_name: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from densenas.errors import DensenasError
+from densenas.lut.meta import Calibration
 from densenas.lut.store import (
     LUT_SCHEMA,
     LatencyTable,
@@ -47,7 +48,7 @@ def test_round_trip_keeps_rows_and_provenance(tmp_path: Path) -> None:
     assert back.backend == "torch-cpu" and back.device == "AMD EPYC" and back.batch == 1
     assert back.precision == "fp32" and back.input_size == 32 and back.lut_version == 1
     assert back.overhead_ms == pytest.approx(0.004)
-    assert back.calibration == {"network_offset_ms": 0.0}
+    assert back.calibration == Calibration() and back.refinement is None
     assert back.latency_ms(SIG_A) == 0.25
     data = json.loads(path.read_text())
     assert data["schema"] == LUT_SCHEMA and data["meta"]["rows"] == 2
