@@ -1,4 +1,4 @@
-"""``densenas lut list|show|diff|check|merge|import-legacy``: inspect and manage latency LUTs.
+"""``densenas lut list|show|diff|export|check|merge|import-legacy``: inspect and manage latency LUTs.
 
 Other command modules may add commands to ``lut_app`` (e.g. ``lut validate``).
 """
@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from densenas.console import err, out, print_json
+from densenas.errors import DensenasError
 
 lut_app = typer.Typer(help="Latency lookup tables: list, show, compare, check, merge, import.", no_args_is_help=True)
 
@@ -110,6 +111,8 @@ def diff(
     ignore_batch: Annotated[
         bool, typer.Option("--ignore-batch", help="Match rows by op and shape only (LUTs of another batch or precision).")
     ] = False,
+    csv_path: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Also write every row (key, a_ms, b_ms, ratio, in) to this CSV file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Median ratio B/A per common row, rows only one side has, and a summary."""
@@ -119,6 +122,12 @@ def diff(
 
     ta, tb = load_lut(a), load_lut(b)
     d = diff_tables(ta, tb, ignore_run=ignore_batch)
+    if csv_path is not None:
+        from densenas.lut.frames import diff_frame, write_frame
+
+        write_frame(diff_frame(ta, tb, ignore_run=ignore_batch), csv_path, "csv")
+        d["csv"] = str(csv_path)
+        err.print(f"wrote {csv_path}")
     if as_json:
         print_json(d)
         return
@@ -137,6 +146,30 @@ def diff(
         for r in ranked:
             t.add_row(r["key"], f"{r['a_ms']:.4f}", f"{r['b_ms']:.4f}", f"{r['ratio']:.3f}")
         out.print(t)
+
+
+@lut_app.command("export")
+def export(
+    lut: LutArg,
+    to: Annotated[str, typer.Option("--to", help="Table format: csv or parquet (Parquet keeps the provenance).")],
+    out_path: Annotated[Optional[Path], typer.Option(
+        "--out", help="File to write; default SPACE-BACKEND-DEVICE@N.csv|parquet here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a LUT's rows as a table: one row per op signature, its fields and statistics as columns."""
+    from densenas.lut.frames import FORMATS, table_to_frame, write_frame
+    from densenas.lut.store import load_lut
+
+    if to not in FORMATS:
+        raise DensenasError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
+    table = load_lut(lut)
+    if out_path is None:
+        out_path = Path(f"{table.name.replace('/', '-')}@{table.lut_version}.{to}")
+    write_frame(table_to_frame(table), out_path, to)
+    if as_json:
+        print_json({"lut": table.source, "out": str(out_path), "format": to, "rows": len(table.rows)})
+    else:
+        out.print(f"{out_path}: {len(table.rows)} rows of {table.source} ({to})")
 
 
 @lut_app.command("check")

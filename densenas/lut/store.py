@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -26,6 +26,8 @@ from densenas.lut.meta import Calibration, Provenance, Refinement, validated
 from densenas.signature import PRECISIONS, OpSignature, parse_op
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from densenas.space.graph import SearchSpace
 
 LUT_SCHEMA = "densenas.lut/1"
@@ -265,14 +267,23 @@ class LatencyTable:
         return self.rows.get(sig.key())
 
     def row(self, sig: OpSignature) -> LutRow:
-        """The row of ``sig``; DensenasError with the command that measures it when absent."""
-        row = self.rows.get(sig.key())
+        """The row of ``sig`` (for a classifier, see ``classifier_stand_in``);
+        DensenasError with the command that measures it when absent."""
+        row = self.rows.get(sig.key()) or self.classifier_stand_in(sig)
         if row is None:
-            raise DensenasError(
-                f"LUT {self.source} has no row for op {sig}; profile it with "
-                f"`densenas profile --space SPACE --backend {self.backend} --lut {self.source} --resume`"
-            )
+            raise DensenasError(f"LUT {self.source} has no row for op {sig}; profile it with `{self.fill_command()}`")
         return row
+
+    def classifier_stand_in(self, sig: OpSignature) -> LutRow | None:
+        """For a classifier to a class count this LUT has no row for, the row of the same
+        classifier (input width, feature map, batch, precision) to the nearest class
+        count it has: a LUT is profiled at its space's class count, a search's data and a
+        retrained network have their own. None for any other op or when there is none."""
+        if sig.op != "classifier" or sig.key() in self.rows:
+            return None
+        same = [r for r in self.rows.values()
+                if r.signature.op == "classifier" and replace(r.signature, c_out=sig.c_out) == sig]
+        return min(same, key=lambda r: (abs(r.signature.c_out - sig.c_out), r.signature.c_out), default=None)
 
     def latency_ms(self, sig: OpSignature) -> float:
         """The isolated median of ``sig`` (per-call overhead included)."""
@@ -283,7 +294,7 @@ class LatencyTable:
         out: list[OpSignature] = []
         for sig in signatures:
             k = sig.key()
-            if k not in self.rows and k not in seen:
+            if k not in self.rows and k not in seen and self.classifier_stand_in(sig) is None:
                 seen.add(k)
                 out.append(sig)
         return out
@@ -354,7 +365,15 @@ class LatencyTable:
         return result
 
     def fill_command(self, space: str = "SPACE") -> str:
-        """The ``densenas profile`` command that adds missing rows to this LUT's file."""
+        """The ``densenas profile`` command that adds missing rows to this LUT's file; for
+        a backend this environment has not installed (an imported paper list, a plug-in
+        not installed here) one that measures the space into a new LUT on a built-in one."""
+        from densenas.profilers import list_profilers
+
+        if self.backend not in list_profilers():
+            builtin = "torch-cuda" if self.meta.get("device_kind") == "cuda" else "torch-cpu"
+            parts = ["densenas profile", f"--space {space}", f"--backend {builtin}", f"--batch {self.batch}"]
+            return " ".join(parts + ([f"--precision {self.precision}"] if self.precision != "fp32" else []))
         parts = ["densenas profile", f"--space {space}", f"--backend {self.backend}", f"--batch {self.batch}"]
         if self.precision != "fp32":
             parts.append(f"--precision {self.precision}")
@@ -362,6 +381,20 @@ class LatencyTable:
             parts.append(f"--threads {self.meta['threads']}")
         parts += [f"--lut {self.source}", "--resume"]
         return " ".join(parts)
+
+    def to_frame(self) -> "pd.DataFrame":
+        """The rows as a pandas DataFrame, one per op signature (``densenas.lut.frames``)."""
+        from densenas.lut.frames import table_to_frame
+
+        return table_to_frame(self)
+
+    @classmethod
+    def from_frame(cls, df: "pd.DataFrame", meta: Mapping[str, Any] | None = None, *,
+                   source: str = "<frame>") -> "LatencyTable":
+        """A LUT from a ``to_frame`` DataFrame, every row validated (``densenas.lut.frames``)."""
+        from densenas.lut.frames import table_from_frame
+
+        return table_from_frame(df, meta, source=source)
 
     def add(self, row: LutRow) -> None:
         if not isinstance(row, LutRow):
