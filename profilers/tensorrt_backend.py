@@ -1,49 +1,227 @@
-"""TensorRT 10: the op is exported to ONNX, built into an engine (cached on disk) and
-run with ``execute_async_v3`` between CUDA events.
+"""TensorRT 10 and 11: the op is exported to ONNX, built into a strongly typed engine
+(cached on disk) and run with ``execute_async_v3`` between CUDA events.
 
-Split so that little needs a GPU: ``EngineCache`` (paths and keys) is pure Python;
-``build_serialized_engine`` is the one loader that turns ONNX into an engine, shared with
-``densenas export --format tensorrt``; ``EngineRunner`` is the runner. ``tensorrt`` is
-imported only inside functions, so importing this module works anywhere.
+Split so that little needs a GPU: ``BuildSettings`` and ``EngineCache`` (keys and paths)
+are pure Python; ``build_serialized_engine`` is the one loader that turns ONNX into an
+engine, shared with ``densenas export --format tensorrt``; ``EngineRunner`` is the runner.
+Everything the GPU itself does for them (what the GPU is, its buffers, stream and timer)
+goes through ``CUDA`` (a ``CudaDevice``), so the TensorRT calls can be exercised against
+a strict fake of the bindings on a host without a GPU. ``tensorrt`` is imported only
+inside functions, so importing this module works anywhere.
+
+Precision follows the ONNX file's types: networks are strongly typed (TensorRT 11 has
+no other kind; on 10.x the ``STRONGLY_TYPED`` creation flag), so fp16 means an fp16
+ONNX export with fp16 I/O, and no weak-typing builder flag (``BuilderFlag.FP16``, gone
+in 11) is used. TF32 is set or cleared explicitly and recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import importlib.util
+import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densenas.profilers import hostinfo
 from densenas.profilers.base import Profiler
 from densenas.profilers.errors import ProfilerError
-from densenas.profilers.onnx_loader import OnnxFromModule, onnx_structure_hash, write_atomic
+from densenas.profilers.onnx_loader import OUTPUT_NAME, OnnxFromModule, onnx_structure_hash, write_atomic
 from densenas.profilers.protocol import Prepared, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
 INSTALL_HINT = "pip install 'densenas[tensorrt]' on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 MIN_MAJOR = 10
 DEFAULT_WORKSPACE_BYTES = 1 << 30
+DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; recorded so a change shows in keys and LUTs
+# Oldest GPU each TensorRT major builds for (support matrices; the CUDA 13 builds this
+# project installs start at Turing). A newer major than listed is held to the last row.
+MIN_COMPUTE_CAPABILITY: dict[int, tuple[int, int]] = {10: (7, 5), 11: (7, 5)}
 
 ShapeSpec = Sequence[int] | tuple[Sequence[int], Sequence[int], Sequence[int]]
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# -- the GPU side ---------------------------------------------------------------------------
+
+
+class DeviceBuffers:
+    """I/O buffers, a stream and a timer on one CUDA device (torch's CUDA tensors and events)."""
+
+    def __init__(self, device_index: int) -> None:
+        import torch
+
+        self.device = torch.device("cuda", device_index)
+
+    def upload(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(device=self.device, dtype=dtype).contiguous()
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
+        return torch.empty(shape, dtype=dtype, device=self.device)
+
+    def new_stream(self) -> Any:
+        import torch
+
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))  # buffers were filled there
+        return stream
+
+    def handle(self, stream: Any) -> int:
+        return int(stream.cuda_stream)
+
+    def time(self, stream: Any, launch: Callable[[], None], n: int) -> float:
+        """Seconds for ``n`` launches, between CUDA events recorded on ``stream``."""
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        for _ in range(n):
+            launch()
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) * 1e-3
+
+    def synchronize(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def to_host(self, buffer: torch.Tensor) -> np.ndarray:
+        return buffer.float().cpu().numpy()
+
+
+class CudaDevice:
+    """What the TensorRT code asks of CUDA, through torch: whether a GPU is usable, what
+    it is, and its buffers."""
+
+    def unavailable_reason(self) -> str | None:
+        return hostinfo.cuda_unavailable_reason()
+
+    def count(self) -> int:
+        import torch
+
+        return torch.cuda.device_count()
+
+    def select(self, index: int) -> None:
+        import torch
+
+        torch.cuda.set_device(index)
+
+    def capability(self, index: int) -> tuple[int, int]:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(index)
+        return int(major), int(minor)
+
+    def name(self, index: int) -> str:
+        import torch
+
+        return torch.cuda.get_device_name(index)
+
+    def facts(self, index: int) -> dict[str, object]:
+        return hostinfo.cuda_device_facts(index)
+
+    def buffers(self, index: int) -> DeviceBuffers:
+        return DeviceBuffers(index)
+
+
+CUDA: CudaDevice = CudaDevice()
+
+
+# -- TensorRT's logger ------------------------------------------------------------------------
 
 _LOGGER: Any = None
 
 
 def _logger() -> Any:
-    """One process-wide TensorRT logger (TensorRT expects a single one), warnings and up."""
+    """One process-wide logger (TensorRT expects a single one): warnings and up go to
+    stderr, and errors are kept so a failure can name TensorRT's own reason."""
     global _LOGGER
-    if _LOGGER is None:
-        import tensorrt as trt
+    import tensorrt as trt
 
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    if _LOGGER is None or _LOGGER.module is not trt:  # a different tensorrt module was loaded
+        _LOGGER = _make_logger(trt)
     return _LOGGER
+
+
+def _make_logger(trt: Any) -> Any:
+    severity = trt.ILogger.Severity
+    errors = (severity.ERROR, severity.INTERNAL_ERROR)
+    shown = (*errors, severity.WARNING)
+
+    class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.module = trt
+            self.errors: list[str] = []
+
+        def log(self, level: Any, msg: str) -> None:
+            if level in errors:
+                self.errors.append(_one_line(msg))
+            if level in shown:
+                print(f"[TensorRT] {msg}", file=sys.stderr)
+
+    return Logger()
+
+
+def _since(mark: int) -> str:
+    """TensorRT's errors logged since ``mark`` (an index into the logger's list), as a suffix."""
+    errors = _logger().errors[mark:]
+    return f": {errors[-1]}" if errors else " (see the TensorRT log above)"
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Every builder setting that changes an engine: part of its cache key and its LUT."""
+
+    precision: str = "fp32"
+    tf32: bool = False
+    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
+    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16"):
+            raise ProfilerError(f"tensorrt: precision must be fp32 or fp16, got {self.precision!r}")
+        if not isinstance(self.tf32, bool):
+            raise ProfilerError(f"tensorrt: tf32 must be true or false, got {self.tf32!r}")
+        if not isinstance(self.workspace_bytes, int) or isinstance(self.workspace_bytes, bool) or self.workspace_bytes < 1:
+            raise ProfilerError(f"tensorrt: workspace_bytes must be a positive integer, got {self.workspace_bytes!r}")
+        level = self.optimization_level
+        if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 5:
+            raise ProfilerError(f"tensorrt: optimization_level must be an integer 0-5, got {level!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "strongly_typed": True}
+
+
+def _profile_shapes(shape: ShapeSpec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """A single shape means min = opt = max; otherwise (min, opt, max)."""
+    if len(shape) == 3 and all(isinstance(s, Sequence) for s in shape):
+        lo, opt, hi = (tuple(int(d) for d in s) for s in shape)  # type: ignore[union-attr]
+        return lo, opt, hi
+    fixed = tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    return fixed, fixed, fixed
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
 
 
 def default_cache_dir() -> Path:
@@ -52,13 +230,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "densenas"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
-
-
 class EngineCache:
     """Engines on disk, one folder per TensorRT version and GPU (an engine is valid for
-    exactly those), one file per op structure and precision.
+    exactly those), one file per op structure and build settings.
 
     Keys hash the ONNX graph without its weight values (``onnx_structure_hash``): an
     engine cached here is for *timing*; never ship one (build from the real model).
@@ -71,10 +245,13 @@ class EngineCache:
         self.folder = self.root / "tensorrt" / f"trt-{_slug(trt_version)}" / _slug(device)
 
     @staticmethod
-    def key(onnx_bytes: bytes, precision: str) -> str:
-        if precision not in ("fp32", "fp16"):
-            raise ProfilerError(f"tensorrt: precision must be fp32 or fp16, got {precision!r}")
-        return f"{onnx_structure_hash(onnx_bytes)[:40]}-{precision}"
+    def key(onnx_bytes: bytes, settings: BuildSettings, input_shapes: Mapping[str, ShapeSpec] | None = None) -> str:
+        """Structure hash, precision, and a digest of every build setting and profile shape."""
+        if not isinstance(settings, BuildSettings):
+            raise ProfilerError(f"tensorrt: engine keys take BuildSettings, got {type(settings).__name__}")
+        shapes = {name: _profile_shapes(s) for name, s in sorted((input_shapes or {}).items())}
+        blob = json.dumps({"settings": settings.to_dict(), "shapes": shapes}, sort_keys=True).encode()
+        return f"{onnx_structure_hash(onnx_bytes)[:40]}-{settings.precision}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
     def engine_path(self, key: str) -> Path:
         return self.folder / f"{key}.engine"
@@ -96,60 +273,88 @@ class EngineCache:
         self.engine_path(key).unlink(missing_ok=True)
 
 
-def _profile_shapes(shape: ShapeSpec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """A single shape means min = opt = max; otherwise (min, opt, max)."""
-    if len(shape) == 3 and all(isinstance(s, Sequence) for s in shape):
-        lo, opt, hi = (tuple(int(d) for d in s) for s in shape)  # type: ignore[union-attr]
-        return lo, opt, hi
-    fixed = tuple(int(d) for d in shape)  # type: ignore[arg-type]
-    return fixed, fixed, fixed
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on ``path`` + ``.lock``: processes sharing a timing
+    cache take turns merging into it, so none overwrites another's new entries."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
-    data = b""
-    if path is not None and path.is_file():
-        data = path.read_bytes()
+def _timing_cache_from(config: Any, data: bytes) -> Any:
+    """A timing cache from serialized bytes, or None when TensorRT refuses them."""
     try:
-        cache = config.create_timing_cache(data)
-    except Exception:  # an unreadable or foreign cache file: start afresh, it is only a speed-up
-        cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
+        return config.create_timing_cache(data)
+    except Exception:  # an unreadable or foreign cache file: it is only a speed-up
+        return None
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> None:
+    data = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = _timing_cache_from(config, data) if data else None
+    if cache is None or not config.set_timing_cache(cache, False):
+        cache = _timing_cache_from(config, b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            raise ProfilerError("tensorrt: cannot create an empty timing cache")
 
 
 def _save_timing_cache(config: Any, path: Path) -> None:
-    """Merge with whatever another process wrote meanwhile, then replace atomically."""
+    """Under the lock: merge with what another process wrote meanwhile, replace atomically."""
     cache = config.get_timing_cache()
-    if path.is_file():
-        with contextlib.suppress(Exception):  # an unreadable cache on disk is simply replaced
-            cache.combine(config.create_timing_cache(path.read_bytes()), False)
-    write_atomic(path, bytes(memoryview(cache.serialize())))
+    if cache is None:
+        return
+    with file_lock(path):
+        if path.is_file():
+            on_disk = _timing_cache_from(config, path.read_bytes())
+            if on_disk is not None:
+                cache.combine(on_disk, False)  # a mismatched cache on disk is simply replaced
+        write_atomic(path, bytes(memoryview(cache.serialize())))
+
+
+def _check_input_types(trt: Any, network: Any, precision: str, source: str) -> list[Any]:
+    """A strongly typed network computes in its inputs' types: fp32 needs FLOAT inputs,
+    fp16 HALF ones (an fp16 ONNX export), or the engine would not be what it is called."""
+    want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    for tensor in inputs:
+        if tensor.dtype != want:
+            raise ProfilerError(
+                f"tensorrt: ONNX {source} input {tensor.name!r} is {tensor.dtype.name}, precision {precision} needs "
+                f"{want.name}; export the ONNX with precision={precision!r}"
+            )
+    return inputs
 
 
 def build_serialized_engine(
     onnx: bytes | str | os.PathLike[str],
     *,
-    precision: str = "fp32",
-    workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+    settings: BuildSettings | None = None,
     timing_cache_path: str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, ShapeSpec] | None = None,
 ) -> bytes:
     """Build a serialized TensorRT engine from an ONNX model (bytes or a file path).
 
-    fp16 sets ``BuilderFlag.FP16`` (TensorRT may then pick fp16 kernels; I/O stays fp32).
-    Inputs with dynamic dimensions need ``input_shapes[name]``: one shape, or
-    (min, opt, max). A timing cache file, when given, is read first and updated after,
-    so rebuilding the same layers is fast.
+    The network is strongly typed, so ``settings.precision`` must match the ONNX
+    file's input type (fp16: export the ONNX in fp16). TF32 is set or cleared as
+    ``settings.tf32`` says. Inputs with dynamic dimensions need ``input_shapes[name]``:
+    one shape, or (min, opt, max). A timing cache file, when given, is read first and
+    merged into after, under a file lock, so rebuilding the same layers is fast.
     """
     import tensorrt as trt
 
-    if precision not in ("fp32", "fp16"):
-        raise ProfilerError(f"tensorrt: precision must be fp32 or fp16, got {precision!r}")
+    settings = settings if settings is not None else BuildSettings()
     logger = _logger()
+    mark = len(logger.errors)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    if network is None:
+        raise ProfilerError(f"tensorrt: cannot create a network{_since(mark)}")
     parser = trt.OnnxParser(network, logger)
     if isinstance(onnx, bytes):
         source, ok = "<bytes>", parser.parse(onnx)
@@ -159,15 +364,19 @@ def build_serialized_engine(
             raise ProfilerError(f"tensorrt: ONNX file not found: {source}")
         ok = parser.parse_from_file(source)  # resolves external weight files next to it
     if not ok:
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ProfilerError(f"tensorrt: cannot parse ONNX {source}: {errors}")
+        errors = "; ".join(_one_line(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise ProfilerError(f"tensorrt: cannot parse ONNX {source}: {errors or 'no reason given'}")
+    inputs = _check_input_types(trt, network, settings.precision, source)
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
+    # TF32 is on by default in TensorRT builders: an "fp32" engine is fp32 only with it off
+    if settings.tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    config.builder_optimization_level = settings.optimization_level
 
-    inputs = [network.get_input(i) for i in range(network.num_inputs)]
     dynamic = [tensor for tensor in inputs if any(d < 0 for d in tensor.shape)]
     if dynamic:
         profile = builder.create_optimization_profile()
@@ -178,16 +387,21 @@ def build_serialized_engine(
                     "pass input_shapes={name: shape or (min, opt, max)}"
                 )
             profile.set_shape(tensor.name, *_profile_shapes(input_shapes[tensor.name]))
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            shapes = {t.name: _profile_shapes(input_shapes[t.name]) for t in dynamic}  # type: ignore[index]
+            raise ProfilerError(f"tensorrt: optimisation profile {shapes} rejected (min <= opt <= max?){_since(mark)}")
 
     cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
     _load_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ProfilerError(f"tensorrt: engine build failed for ONNX {source} (see the TensorRT log above)")
+        raise ProfilerError(f"tensorrt: engine build failed for ONNX {source}{_since(mark)}")
     if cache_path is not None:
         _save_timing_cache(config, cache_path)
     return bytes(memoryview(serialized))
+
+
+# -- running --------------------------------------------------------------------------------
 
 
 def _torch_dtype(trt_dtype: Any) -> torch.dtype:
@@ -214,62 +428,103 @@ class _UndeserializableEngine(ProfilerError):
 
 
 class EngineRunner(Prepared):
-    """An engine with its buffers bound once (torch CUDA tensors, in ``buffers`` by tensor
-    name), run on its own stream and timed with CUDA events on that stream. Also used by
-    ``densenas export`` to check an engine's output against PyTorch."""
+    """An engine with its buffers bound once (``buffers`` by tensor name, in the engine's
+    own I/O types), run on its own stream and timed with CUDA events on that stream.
+    Also used by ``densenas export`` to check an engine's output against PyTorch."""
 
-    def __init__(self, engine_bytes: bytes, x: torch.Tensor, device: torch.device) -> None:
+    def __init__(self, engine_bytes: bytes, x: torch.Tensor, device_index: int = 0) -> None:
         import tensorrt as trt
-        import torch
 
+        mark = len(_logger().errors)
+        self.gpu = CUDA.buffers(device_index)
         self.runtime = trt.Runtime(_logger())
         self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
-            raise _UndeserializableEngine("tensorrt: cannot deserialize the engine (built by another TensorRT or GPU?)")
+            raise _UndeserializableEngine(
+                f"tensorrt: cannot deserialize the engine (built by another TensorRT or GPU?){_since(mark)}"
+            )
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise ProfilerError(f"tensorrt: cannot create an execution context{_since(mark)}")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
             raise ProfilerError(f"tensorrt: expected one engine input, found {inputs}")
         self.buffers: dict[str, torch.Tensor] = {}
         for name in inputs:
-            if any(d < 0 for d in self.engine.get_tensor_shape(name)):
-                self.context.set_input_shape(name, tuple(x.shape))
-            self.buffers[name] = x.to(device=device, dtype=_torch_dtype(self.engine.get_tensor_dtype(name)))
+            self._set_input_shape(name, tuple(x.shape), mark)
+            self.buffers[name] = self.gpu.upload(x, _torch_dtype(self.engine.get_tensor_dtype(name)))
         for name in names:
             if name not in self.buffers:
                 shape = tuple(self.context.get_tensor_shape(name))
-                self.buffers[name] = torch.empty(
-                    shape, dtype=_torch_dtype(self.engine.get_tensor_dtype(name)), device=device
-                )
+                if any(d < 0 for d in shape):
+                    raise ProfilerError(f"tensorrt: output {name!r} has unresolved shape {shape}")
+                self.buffers[name] = self.gpu.empty(shape, _torch_dtype(self.engine.get_tensor_dtype(name)))
         for name, tensor in self.buffers.items():
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        self.stream = torch.cuda.Stream(device)
-        self.stream.wait_stream(torch.cuda.current_stream(device))  # buffers were filled there
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
+            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+                raise ProfilerError(f"tensorrt: cannot bind tensor {name!r}{_since(mark)}")
+        self.stream = self.gpu.new_stream()
+        self._handle = self.gpu.handle(self.stream)
+
+    def _set_input_shape(self, name: str, shape: tuple[int, ...], mark: int) -> None:
+        built = tuple(self.engine.get_tensor_shape(name))
+        if all(d >= 0 for d in built):
+            if built != shape:
+                raise ProfilerError(f"tensorrt: the engine's input {name!r} is {built}, the input is {shape}")
+            return
+        if not self.context.set_input_shape(name, shape):
+            lo, _, hi = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, 0))
+            raise ProfilerError(
+                f"tensorrt: input shape {shape} is outside the engine's profile for {name!r} "
+                f"(min {lo}, max {hi}){_since(mark)}"
+            )
+
+    def _launch(self) -> None:
+        if not self.context.execute_async_v3(self._handle):
+            raise ProfilerError("tensorrt: execute_async_v3 failed (see the TensorRT log above)")
 
     def run(self, n: int) -> float:
-        execute, handle = self.context.execute_async_v3, self.stream.cuda_stream
-        self.start.record(self.stream)
-        for _ in range(n):
-            if not execute(handle):
-                raise ProfilerError("tensorrt: execute_async_v3 failed (see the TensorRT log above)")
-        self.end.record(self.stream)
-        self.end.synchronize()
-        return self.start.elapsed_time(self.end) * 1e-3
+        return self.gpu.time(self.stream, self._launch, n)
+
+    def output(self, name: str = OUTPUT_NAME) -> np.ndarray:
+        """The named output after the last run, as fp32 numpy on the host."""
+        self.gpu.synchronize(self.stream)
+        return self.gpu.to_host(self.buffers[name])
 
     def close(self) -> None:
-        self.stream.synchronize()
+        self.gpu.synchronize(self.stream)
         del self.context, self.engine, self.runtime, self.buffers
 
 
 _EngineRun = EngineRunner  # the name densenas.export first imported
 
 
+def run_engine_once(engine_bytes: bytes, x: torch.Tensor, device_index: int = 0) -> np.ndarray:
+    """One inference of a serialized engine on ``x`` (cast to the engine's input type);
+    the output as fp32 numpy. What ``densenas export`` checks parity with."""
+    runner = EngineRunner(engine_bytes, x, device_index)
+    try:
+        runner.run(1)
+        return runner.output()
+    finally:
+        runner.close()
+
+
+# -- the profiler ---------------------------------------------------------------------------
+
+_AVAILABLE: dict[tuple[int, int], tuple[bool, str]] = {}
+
+
+def _trt_major(version: str) -> int | None:
+    major = version.split(".")[0]
+    return int(major) if major.isdigit() else None
+
+
 class TensorRTProfiler(Profiler):
-    """TensorRT engines built from the op's ONNX export, cached under ``cache_dir``
-    (default ``~/.cache/densenas``) together with a shared timing cache."""
+    """TensorRT engines built from the op's ONNX export (strongly typed, in the profile's
+    precision), cached under ``cache_dir`` (default ``~/.cache/densenas``) together
+    with a shared timing cache. ``tf32`` lets fp32 layers use TF32 (TensorRT's default
+    for deployments; off here unless asked, so "fp32" means fp32)."""
 
     name = "tensorrt"
     device_kind = "cuda"
@@ -284,64 +539,96 @@ class TensorRTProfiler(Profiler):
         cache_dir: str | None = None,
         protocol: Protocol | None = None,
         workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+        tf32: bool = False,
+        optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
     ) -> None:
         super().__init__(
             threads=threads, precision=precision, device_index=device_index, cache_dir=cache_dir, protocol=protocol
         )
-        if not isinstance(workspace_bytes, int) or workspace_bytes < 1:
-            raise ProfilerError(f"{self.name}: workspace_bytes must be a positive integer, got {workspace_bytes!r}")
-        self.workspace_bytes = workspace_bytes
+        self.settings = BuildSettings(precision, tf32, workspace_bytes, optimization_level)
         self._cache: EngineCache | None = None
+
+    @property
+    def workspace_bytes(self) -> int:
+        return self.settings.workspace_bytes
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
+        """Whether TensorRT can build engines here: it imports, is 10 or newer, a GPU is
+        visible and new enough for this major, and a builder can be created (which fails
+        when the driver is older than TensorRT's CUDA build needs)."""
         if importlib.util.find_spec("tensorrt") is None:
             return False, f"{cls.name}: the tensorrt package is not installed; {INSTALL_HINT}"
         try:
             import tensorrt as trt
         except Exception as exc:  # a broken install raises more than ImportError
-            detail = " ".join(str(exc).split())
-            return False, f"{cls.name}: cannot import tensorrt ({type(exc).__name__}: {detail}); {INSTALL_HINT}"
+            return False, f"{cls.name}: cannot import tensorrt ({type(exc).__name__}: {_one_line(exc)}); {INSTALL_HINT}"
+        key = (id(trt), id(CUDA))
+        if key not in _AVAILABLE:
+            _AVAILABLE[key] = cls._check_can_build(trt)
+        return _AVAILABLE[key]
+
+    @classmethod
+    def _check_can_build(cls, trt: Any) -> tuple[bool, str]:
         version = str(getattr(trt, "__version__", "0"))
-        major = version.split(".")[0]
-        if not major.isdigit() or int(major) < MIN_MAJOR:
+        major = _trt_major(version)
+        if major is None or major < MIN_MAJOR:
             return False, f"{cls.name}: TensorRT {version} found, {MIN_MAJOR} or newer needed; {INSTALL_HINT}"
         try:
-            reason = hostinfo.cuda_unavailable_reason()
+            reason = CUDA.unavailable_reason()
         except ImportError as exc:  # pragma: no cover - torch is a hard dependency
             return False, f"{cls.name}: torch cannot be imported ({exc}); pip install torch"
         if reason is not None:
             return False, f"{cls.name}: {reason}; run on a machine with an NVIDIA GPU or use --backend onnxruntime"
+        have = CUDA.capability(0)
+        need = MIN_COMPUTE_CAPABILITY.get(major, MIN_COMPUTE_CAPABILITY[max(MIN_COMPUTE_CAPABILITY)])
+        if have < need:
+            return False, (
+                f"{cls.name}: {CUDA.name(0)} has compute capability {have[0]}.{have[1]}, TensorRT {version} needs "
+                f"{need[0]}.{need[1]} or newer; use --backend torch-cuda on this GPU"
+            )
+        try:
+            builder = trt.Builder(_logger())
+            if builder is None or builder.create_builder_config() is None:
+                raise RuntimeError("no builder")
+        except Exception as exc:
+            return False, (
+                f"{cls.name}: TensorRT {version} cannot create a builder on {CUDA.name(0)} "
+                f"({type(exc).__name__}: {_one_line(exc)}); the NVIDIA driver is probably older than this TensorRT's "
+                "CUDA build needs: update the driver, or install the TensorRT build for the CUDA it supports "
+                "(tensorrt-cu12 or tensorrt-cu13)"
+            )
         return True, f"{cls.name}: TensorRT {version}"
 
     @classmethod
     def backend_version(cls) -> str | None:
         return hostinfo.library_version("tensorrt")
 
+    @classmethod
+    def options_from_fingerprint(cls, facts: Mapping[str, object]) -> dict[str, object]:
+        # fingerprints from before TF32 was recorded were taken with TensorRT's default: on
+        options: dict[str, object] = {"tf32": facts.get("tf32", True) is True}
+        for name in ("workspace_bytes", "optimization_level"):
+            value = facts.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                options[name] = value
+        return options
+
     @property
     def timing_scope(self) -> str:
         return (
             "IExecutionContext.execute_async_v3 between CUDA events on a dedicated stream, I/O buffers on the "
-            "device bound once; no host-device copies; no CUDA graph"
+            f"device in {self.precision} bound once; no host-device copies; no CUDA graph"
         )
 
-    @property
-    def device(self) -> torch.device:
-        import torch
-
-        return torch.device("cuda", self.device_index)
-
     def device_name(self) -> str:
-        import torch
-
-        return torch.cuda.get_device_name(self.device_index)
+        return CUDA.name(self.device_index)
 
     def engine_cache(self) -> EngineCache:
         if self._cache is None:
             import tensorrt as trt
-            import torch
 
-            major, minor = torch.cuda.get_device_capability(self.device_index)
+            major, minor = CUDA.capability(self.device_index)
             self._cache = EngineCache(
                 self.cache_dir if self.cache_dir is not None else default_cache_dir(),
                 trt_version=trt.__version__,
@@ -350,46 +637,43 @@ class TensorRTProfiler(Profiler):
         return self._cache
 
     def _activate(self) -> None:
-        import torch
-
-        count = torch.cuda.device_count()
+        count = CUDA.count()
         if self.device_index >= count:
             raise ProfilerError(
                 f"{self.name}: device_index {self.device_index} is out of range ({count} GPU(s) visible)"
             )
-        torch.cuda.set_device(self.device_index)
+        CUDA.select(self.device_index)
 
     def _engine_bytes(self, onnx_bytes: bytes) -> tuple[str, bytes]:
         cache = self.engine_cache()
-        key = EngineCache.key(onnx_bytes, self.precision)
+        key = EngineCache.key(onnx_bytes, self.settings)
         engine = cache.load(key)
         if engine is None:
-            engine = build_serialized_engine(
-                onnx_bytes,
-                precision=self.precision,
-                workspace_bytes=self.workspace_bytes,
-                timing_cache_path=cache.timing_cache_path,
-            )
+            engine = build_serialized_engine(onnx_bytes, settings=self.settings, timing_cache_path=cache.timing_cache_path)
             cache.store(key, engine)
         return key, engine
 
     def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
-        onnx_bytes = OnnxFromModule(module, input_shape).to_bytes()
+        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
         key, engine = self._engine_bytes(onnx_bytes)
         x = self.example_input(input_shape)
         try:
-            return EngineRunner(engine, x, self.device)
+            return EngineRunner(engine, x, self.device_index)
         except _UndeserializableEngine:
             # a damaged cache file: rebuild once from the ONNX
             self.engine_cache().discard(key)
             _, engine = self._engine_bytes(onnx_bytes)
-            return EngineRunner(engine, x, self.device)
+            return EngineRunner(engine, x, self.device_index)
 
     def _fingerprint_extra(self) -> dict[str, object]:
         facts: dict[str, object] = {
-            "builder_flags": ["FP16"] if self.precision == "fp16" else [],
-            "workspace_bytes": self.workspace_bytes,
-            "io_dtype": "fp32",
+            "network_flags": ["STRONGLY_TYPED"],
+            "builder_flags": ["TF32"] if self.settings.tf32 else [],
+            "tf32": self.settings.tf32,
+            "workspace_bytes": self.settings.workspace_bytes,
+            "optimization_level": self.settings.optimization_level,
+            "io_dtype": self.precision,
         }
-        facts.update(hostinfo.cuda_device_facts(self.device_index))
+        facts.update(CUDA.facts(self.device_index))
         return facts
+

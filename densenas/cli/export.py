@@ -25,6 +25,10 @@ def export(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the exported input.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="Make the batch dimension symbolic (parity is then checked at two batch sizes).")] = False,
+    max_batch: Annotated[Optional[int], typer.Option(
+        "--max-batch", min=1, help="With --format tensorrt --dynamic-batch: the largest batch the engine accepts "
+                                   "(it is built for 1 to this, tuned for --batch); default the larger of 32 and "
+                                   "--batch.")] = None,
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", help="Largest allowed |exported - PyTorch| output difference; default 1e-4 for fp32, "
                             "5% of the output's scale for fp16.")] = None,
@@ -36,11 +40,11 @@ def export(
     from densenas.export import check_format, export_arch
 
     arch = load_arch(arch_path)
-    check_format(fmt, precision)
+    check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
     if weights is None:
         warn(f"no --weights: exporting {arch_path} with seeded random weights (seed {seed})")
     result = export_arch(arch, out_path, fmt=fmt, weights=weights, precision=precision, batch=batch,
-                         dynamic_batch=dynamic_batch, tolerance=tolerance, seed=seed)
+                         dynamic_batch=dynamic_batch, max_batch=max_batch, tolerance=tolerance, seed=seed)
     d = result.to_dict()
     if as_json:
         print_json(d)
@@ -50,6 +54,8 @@ def export(
                   f"(tolerance {c.tolerance:.3g})")
     what = (f"{d['nodes']} nodes, {d['batchnorm_nodes']} BatchNormalization" if result.format == "onnx"
             else result.runtime)
+    if result.batch_profile is not None:
+        what += ", batch min/opt/max {}/{}/{}".format(*result.batch_profile)
     out.print(f"wrote {out_path} ({result.format}, {precision}, input {'x'.join(map(str, result.input_shape))}"
               f"{', dynamic batch' if dynamic_batch else ''}; {what}; {d['size_bytes'] / 1e6:.2f} MB); "
               f"max abs diff {result.max_abs_diff:.3g}")

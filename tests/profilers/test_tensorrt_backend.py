@@ -14,7 +14,13 @@ from torch import nn
 
 from densenas.profilers.errors import ProfilerError
 from densenas.profilers.onnx_loader import OnnxFromModule
-from densenas.profilers.tensorrt_backend import INSTALL_HINT, EngineCache, TensorRTProfiler, default_cache_dir
+from densenas.profilers.tensorrt_backend import (
+    INSTALL_HINT,
+    BuildSettings,
+    EngineCache,
+    TensorRTProfiler,
+    default_cache_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,19 +34,45 @@ def _onnx(c_out: int, seed: int) -> bytes:
 
 def test_engine_key_depends_on_structure_and_precision_not_weights() -> None:
     a, same_shape, other = _onnx(8, 0), _onnx(8, 1), _onnx(16, 0)
-    assert EngineCache.key(a, "fp32") == EngineCache.key(same_shape, "fp32")
-    assert EngineCache.key(a, "fp32") != EngineCache.key(other, "fp32")
-    assert EngineCache.key(a, "fp32") != EngineCache.key(a, "fp16")
+    fp32, fp16 = BuildSettings("fp32"), BuildSettings("fp16")
+    assert EngineCache.key(a, fp32) == EngineCache.key(same_shape, fp32)
+    assert EngineCache.key(a, fp32) != EngineCache.key(other, fp32)
+    assert EngineCache.key(a, fp32) != EngineCache.key(a, fp16)
     with pytest.raises(ProfilerError, match="precision"):
-        EngineCache.key(a, "int8")
+        BuildSettings("int8")
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"tf32": True}, {"workspace_bytes": 1 << 20}, {"optimization_level": 5}],
+)
+def test_engine_key_changes_with_every_build_setting(changed: dict) -> None:
+    onnx = _onnx(8, 0)
+    base = EngineCache.key(onnx, BuildSettings())
+    assert EngineCache.key(onnx, BuildSettings(**changed)) != base
+    shapes = {"input": ((1, 4, 8, 8), (1, 4, 8, 8), (4, 4, 8, 8))}
+    assert EngineCache.key(onnx, BuildSettings(), shapes) != base
+
+
+def test_build_settings_name_the_bad_field() -> None:
+    for bad, field in (({"tf32": 1}, "tf32"), ({"workspace_bytes": 0}, "workspace_bytes"),
+                       ({"optimization_level": 6}, "optimization_level")):
+        with pytest.raises(ProfilerError, match=field):
+            BuildSettings(**bad)
+
+
+def test_old_fingerprints_replay_with_tf32_on() -> None:
+    assert TensorRTProfiler.options_from_fingerprint({}) == {"tf32": True}
+    recorded = {"tf32": False, "workspace_bytes": 1 << 20, "optimization_level": 3}
+    assert TensorRTProfiler.options_from_fingerprint(recorded) == recorded
 
 
 def test_engine_paths_are_per_tensorrt_version_and_gpu(tmp_path: Path) -> None:
     h100 = EngineCache(tmp_path, trt_version="10.3.0", device="NVIDIA H100 80GB HBM3-sm90")
     newer = EngineCache(tmp_path, trt_version="10.4.0", device="NVIDIA H100 80GB HBM3-sm90")
-    key = EngineCache.key(_onnx(8, 0), "fp16")
+    key = EngineCache.key(_onnx(8, 0), BuildSettings("fp16"))
     assert h100.engine_path(key).parent == tmp_path / "tensorrt" / "trt-10.3.0" / "nvidia-h100-80gb-hbm3-sm90"
-    assert h100.engine_path(key).name == f"{key}.engine" and key.endswith("-fp16")
+    assert h100.engine_path(key).name == f"{key}.engine" and "-fp16-" in key
     assert h100.engine_path(key) != newer.engine_path(key)
     assert h100.timing_cache_path.parent == h100.folder
 
