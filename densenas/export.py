@@ -83,6 +83,7 @@ class ExportResult:
     runtime: str
     op_counts: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
+    batch_profile: tuple[int, int, int] | None = None  # a dynamic TensorRT engine's (min, opt, max) batch
 
     @property
     def max_abs_diff(self) -> float:
@@ -104,6 +105,7 @@ class ExportResult:
             "batchnorm_nodes": self.op_counts.get("BatchNormalization", 0),
             "op_counts": dict(sorted(self.op_counts.items())),
             "size_bytes": self.size_bytes,
+            **({"batch_profile": dict(zip(("min", "opt", "max"), self.batch_profile))} if self.batch_profile else {}),
         }
 
 
@@ -371,6 +373,22 @@ def _check_precision(precision: str) -> None:
 # -- TensorRT -----------------------------------------------------------------------------
 
 
+DEFAULT_MAX_BATCH = 32  # the largest batch a --dynamic-batch engine accepts unless --max-batch says
+
+
+def batch_profile(batch: int, dynamic_batch: bool, max_batch: int | None) -> tuple[int, int, int] | None:
+    """The (min, opt, max) batch a dynamic-batch TensorRT engine is built for: 1, the
+    export batch, and ``max_batch`` (default the larger of 32 and the export batch)."""
+    if max_batch is not None and not dynamic_batch:
+        raise DensenasError("--max-batch needs --dynamic-batch (a static engine runs at --batch only)")
+    if not dynamic_batch:
+        return None
+    hi = max_batch if max_batch is not None else max(DEFAULT_MAX_BATCH, batch)
+    if hi < batch:
+        raise DensenasError(f"--max-batch must be at least --batch ({batch}), got {hi}")
+    return 1, batch, hi
+
+
 def export_tensorrt_engine(
     module: nn.Module,
     input_shape: tuple[int, ...],
@@ -384,55 +402,69 @@ def export_tensorrt_engine(
     seed: int = 0,
 ) -> ExportResult:
     """Build a serialized TensorRT engine from the module's ONNX export and check it
-    against PyTorch on the GPU. Without a GPU or TensorRT: ProfilerUnavailable, one line."""
-    import torch
-
-    from densenas.profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, export_onnx
-    from densenas.profilers.tensorrt_backend import TensorRTProfiler, _EngineRun, build_serialized_engine
+    against PyTorch. The ONNX is exported in ``precision`` (the network is strongly
+    typed, so its types are the engine's), TF32 is off, and the reference is the fp32
+    model on the CPU, as for the ONNX export. A dynamic batch is built for
+    (1, batch, max_batch) and checked at each of those sizes. Without a GPU or TensorRT:
+    ProfilerUnavailable, one line; a TensorRT failure is a ProfilerError, one line."""
+    from densenas.profilers import tensorrt_backend as trt_backend
+    from densenas.profilers.onnx_loader import INPUT_NAME, export_onnx
 
     _check_precision(precision)
-    TensorRTProfiler(precision=precision).check_available()
+    profile = batch_profile(input_shape[0], dynamic_batch, max_batch)
+    trt_backend.TensorRTProfiler(precision=precision).check_available()
     import tensorrt as trt
 
     out = Path(out)
-    batches = parity_batches(input_shape[0], dynamic_batch)
-    hi = max(max_batch or 0, *batches)
-    shapes = None
-    if dynamic_batch:
-        rest = tuple(input_shape[1:])
-        shapes = {INPUT_NAME: ((1, *rest), tuple(input_shape), (hi, *rest))}
+    settings = trt_backend.BuildSettings(precision=precision, tf32=False)
+    rest = tuple(input_shape[1:])
+    shapes = {INPUT_NAME: tuple((b, *rest) for b in profile)} if profile else None
+    cpu = _cpu_fp32(module)
     with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
-        onnx_path = export_onnx(_cpu_fp32(module), input_shape, Path(tmp) / "model.onnx", dynamic_batch=dynamic_batch)
-        engine = build_serialized_engine(onnx_path, precision=precision, input_shapes=shapes)
-    device = torch.device("cuda", torch.cuda.current_device())
-    gpu = _cpu_fp32(module).to(device)
+        onnx_path = export_onnx(cpu, input_shape, Path(tmp) / "model.onnx", dynamic_batch=dynamic_batch,
+                                precision=precision)
+        engine = _tensorrt_call(lambda: trt_backend.build_serialized_engine(
+            onnx_path, settings=settings, input_shapes=shapes), out)
     checks = []
-    for i, batch in enumerate(batches):
-        x = seeded_input((batch, *input_shape[1:]), seed + i)
-        runner = _EngineRun(engine, x, device)
-        try:
-            runner.run(1)
-            torch.cuda.synchronize(device)
-            got = runner.buffers[OUTPUT_NAME].float().cpu().numpy()
-        finally:
-            runner.close()
-        check = _compare(batch, _reference(gpu, x.to(device)), got, precision, tolerance)
+    for i, batch in enumerate(sorted(set(profile)) if profile else [input_shape[0]]):
+        x = seeded_input((batch, *rest), seed + i)
+        got = _tensorrt_call(lambda: trt_backend.run_engine_once(engine, x), out)
+        check = _compare(batch, _reference(cpu, x), got, precision, tolerance)
         _check_or_fail(check, f"{out}: TensorRT")
         checks.append(check)
     write_bytes(out, engine)
+    device = trt_backend.CUDA.name(0)
     return ExportResult(out, "tensorrt", precision, tuple(input_shape), dynamic_batch, weights, checks,
-                        f"TensorRT {trt.__version__} on {torch.cuda.get_device_name(device)}", {}, len(engine))
+                        f"TensorRT {trt.__version__} on {device} (strongly typed, TF32 off)", {}, len(engine),
+                        batch_profile=profile)
+
+
+def _tensorrt_call(call: Any, out: Path) -> Any:
+    """A TensorRT step whose failure, of whatever type, becomes one line naming the output."""
+    from densenas.profilers.errors import ProfilerError
+
+    try:
+        return call()
+    except ProfilerError:
+        raise
+    except Exception as exc:  # the bindings raise RuntimeError, TypeError... with TensorRT's text
+        detail = " ".join(str(exc).split())
+        raise ProfilerError(f"tensorrt: {out}: {type(exc).__name__}: {detail}") from exc
 
 
 # -- from an arch.json --------------------------------------------------------------------
 
 
-def check_format(fmt: str, precision: str) -> None:
-    """Refuse an unknown format or precision, or TensorRT where it cannot run (one line:
-    ProfilerUnavailable), before any work is done."""
+def check_format(fmt: str, precision: str, *, batch: int = 1, dynamic_batch: bool = False,
+                 max_batch: int | None = None) -> None:
+    """Refuse an unknown format or precision, batch options that do not fit together, or
+    TensorRT where it cannot run (one line: ProfilerUnavailable), before any work is done."""
     if fmt not in FORMATS:
         raise DensenasError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     _check_precision(precision)
+    if max_batch is not None and fmt != "tensorrt":
+        raise DensenasError("--max-batch is for --format tensorrt (an ONNX file's dynamic batch has no maximum)")
+    batch_profile(batch, dynamic_batch, max_batch)
     if fmt == "tensorrt":
         from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
@@ -448,11 +480,12 @@ def export_arch(
     precision: str = "fp32",
     batch: int = 1,
     dynamic_batch: bool = False,
+    max_batch: int | None = None,
     tolerance: float | None = None,
     seed: int = 0,
 ) -> ExportResult:
     """``densenas export``: the derived network of ``arch`` to ``out`` in ``fmt``."""
-    check_format(fmt, precision)
+    check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
     if batch < 1:
         raise DensenasError(f"--batch must be a positive integer, got {batch}")
     if tolerance is not None and tolerance < 0:
@@ -462,4 +495,4 @@ def export_arch(
     kwargs = dict(precision=precision, dynamic_batch=dynamic_batch, tolerance=tolerance, weights=source, seed=seed)
     if fmt == "onnx":
         return export_onnx_model(module, shape, out, **kwargs)
-    return export_tensorrt_engine(module, shape, out, **kwargs)
+    return export_tensorrt_engine(module, shape, out, max_batch=max_batch, **kwargs)
