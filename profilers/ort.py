@@ -45,6 +45,18 @@ def default_provider() -> str:
     return CPU
 
 
+def check_session_providers(requested: str, got: Sequence[str]) -> list[str]:
+    """``got`` (``session.get_providers()``), refused unless it starts with ``requested``."""
+    if not got or got[0] != requested:
+        fix = ("install onnxruntime-gpu for this CUDA (pip install 'densenas[onnxruntime-gpu]', see the README) "
+               "or ask for providers=['CPUExecutionProvider']")
+        raise ProfilerError(
+            f"onnxruntime: asked for {requested} but the session runs on {', '.join(got) or 'nothing'} "
+            f"(ONNX Runtime fell back silently); {fix}"
+        )
+    return list(got)
+
+
 class _SessionRun(Prepared):
     """``session.run`` on a pre-made numpy input; the output comes back as a new array."""
 
@@ -95,7 +107,10 @@ class OnnxRuntimeProfiler(Profiler):
 
     ``spinning`` lets idle pool threads spin for work (ONNX Runtime's own default). Off
     by default: the protocol interleaves many sessions, and a spinning pool of one
-    steals cores from the next.
+    steals cores from the next. ``spin_stop_after_run`` lets a pool spin during a run and
+    stops it when the run returns (``session.force_spinning_stop``): whole networks are
+    timed that way (``deployment_options``), as a deployed session runs them, without the
+    interleaved sessions taking each other's cores.
 
     ``providers`` picks the execution provider chain (e.g. ``["TensorrtExecutionProvider",
     "CUDAExecutionProvider"]``); by default CUDA when available, else CPU. fp16 needs a
@@ -116,6 +131,7 @@ class OnnxRuntimeProfiler(Profiler):
         protocol: Protocol | None = None,
         providers: Sequence[str] | None = None,
         spinning: bool = False,
+        spin_stop_after_run: bool = False,
     ) -> None:
         super().__init__(
             threads=threads,
@@ -128,6 +144,7 @@ class OnnxRuntimeProfiler(Profiler):
             raise ProfilerError(f"{self.name}: providers must be a non-empty list of provider names, got {providers!r}")
         self._requested_providers = list(providers) if providers is not None else None
         self.spinning = bool(spinning)
+        self.spin_stop_after_run = bool(spin_stop_after_run)
         self._providers: list[str] | None = None
         if self.available()[0]:
             self._providers = self._resolve_providers()
@@ -193,7 +210,8 @@ class OnnxRuntimeProfiler(Profiler):
         return (
             f"InferenceSession.run on {self.provider} with a pre-made numpy input, the output returned as a "
             "new numpy array, session overhead included, thread-pool spinning "
-            f"{'on' if self.spinning else 'off'}; host wall clock (perf_counter_ns)"
+            f"{'on' if self.spinning else 'off'}{', stopped after each run' if self.spinning and self.spin_stop_after_run else ''}; "
+            "host wall clock (perf_counter_ns)"
         )
 
     def device_name(self) -> str:
@@ -210,7 +228,14 @@ class OnnxRuntimeProfiler(Profiler):
     @classmethod
     def options_from_fingerprint(cls, facts: Mapping[str, object]) -> dict[str, object]:
         # fingerprints from before spinning was recorded were taken with ONNX Runtime's default: on
-        return {"spinning": facts.get("thread_pool_spinning", True) is True}
+        return {"spinning": facts.get("thread_pool_spinning", True) is True,
+                "spin_stop_after_run": facts.get("thread_pool_spin_stop_after_run", False) is True}
+
+    @classmethod
+    def deployment_options(cls) -> dict[str, object]:
+        # ONNX Runtime's default is spinning on; stopping it after each run keeps one
+        # session's idle pool (it spins for tens of ms) off the cores of the next one timed
+        return {"spinning": True, "spin_stop_after_run": True}
 
     def _session_options(self) -> ort.SessionOptions:
         import onnxruntime as ort
@@ -227,6 +252,8 @@ class OnnxRuntimeProfiler(Profiler):
         # soon as its work is done.
         for entry in SPIN_ENTRIES:
             options.add_session_config_entry(entry, "1" if self.spinning else "0")
+        if self.spinning and self.spin_stop_after_run:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
     def _provider_chain_with_options(self) -> list[str | tuple[str, dict[str, str]]]:
@@ -241,13 +268,28 @@ class OnnxRuntimeProfiler(Profiler):
                 chain.append(provider)
         return chain
 
-    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
+    def _session(self, onnx_bytes: bytes) -> ort.InferenceSession:
+        """A session on the chosen provider, refused when ONNX Runtime silently fell back to
+        another (a CUDA provider whose libraries did not load runs on the CPU)."""
         import onnxruntime as ort
 
-        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
         session = ort.InferenceSession(
             onnx_bytes, sess_options=self._session_options(), providers=self._provider_chain_with_options()
         )
+        self._session_providers = check_session_providers(self.provider, session.get_providers())
+        return session
+
+    def session_providers(self) -> list[str]:
+        """The providers a session of this profiler actually gets (a null-op session is
+        made once to find out, when no op has been prepared yet)."""
+        if getattr(self, "_session_providers", None) is None:
+            shape = (1, 1, 1, 1)
+            self._session(OnnxFromModule(self._null_module(), shape, precision=self.precision).to_bytes())
+        return list(self._session_providers)
+
+    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
+        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
+        session = self._session(onnx_bytes)
         dtype = "float16" if self.precision == "fp16" else "float32"
         x = self.example_input(input_shape).numpy().astype(dtype)
         if self.on_gpu:
@@ -264,11 +306,13 @@ class OnnxRuntimeProfiler(Profiler):
             "device_kind": "cuda" if self.on_gpu else "cpu",
             "provider": self.provider,
             "providers": self._chain(),
+            "session_providers": self.session_providers(),  # what ONNX Runtime actually ran on
             "intra_op_threads": self.threads_in_effect(),
             "inter_op_threads": 1,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "execution_mode": "ORT_SEQUENTIAL",
             "thread_pool_spinning": self.spinning,
+            "thread_pool_spin_stop_after_run": self.spin_stop_after_run,
         }
         if self.on_gpu:
             extra.update(hostinfo.cuda_device_facts(self.device_index))
