@@ -63,10 +63,16 @@ class MixedOp(nn.Module):
         shared, j = self._route[i]
         return self.shared.standalone(j) if shared else self.candidates[j]
 
-    def forward(self, x: torch.Tensor, alpha: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, index: torch.Tensor,
+                picked: Sequence[int] | None = None) -> torch.Tensor:
+        """``picked``: ``index`` as host integers, when the caller has them (no device sync)."""
+        picked = index.tolist() if picked is None else picked
+        if len(picked) == 1 and not alpha.requires_grad:
+            # softmax over one op is exactly 1: the product would change nothing
+            return self.run(picked[0], x)
         weights = F.softmax(alpha[index], dim=-1)
         out = None
-        for w, i in zip(weights, index.tolist()):
+        for w, i in zip(weights, picked):
             y = w * self.run(i, x)
             out = y if out is None else out + y
         return out
@@ -151,15 +157,18 @@ class SuperNet(nn.Module):
             head_index, stack_index = self.all_indices()
         space = self.space
         weights = self.branch_weights()
+        # every index to host integers before the first kernel: no device sync mid-forward
+        head_ids = [t.tolist() for t in head_index]
+        stack_ids = [t.tolist() for t in stack_index]
         outs: list[torch.Tensor] = [self.stem(x)]
         for n, b in enumerate(space.routing_blocks):
             y = None
             for j, src in enumerate(b.in_edges):
                 beta = weights[src][space.blocks[src].out_edges.index(b.id)]
-                h = beta * self.heads[n][j](outs[src], self.head_alphas[n][j], head_index[n][j])
+                h = beta * self.heads[n][j](outs[src], self.head_alphas[n][j], head_index[n][j], head_ids[n][j])
                 y = h if y is None else y + h
             for layer, mixed in enumerate(self.stacks[n]):
-                y = mixed(y, self.stack_alphas[n][layer], stack_index[n][layer])
+                y = mixed(y, self.stack_alphas[n][layer], stack_index[n][layer], stack_ids[n][layer])
             outs.append(y)
         final = space.final
         z = None
