@@ -128,6 +128,12 @@ class Profiler(ABC):
         ``meta.host``) was measured with, beyond threads, precision and protocol."""
         return {}
 
+    @classmethod
+    def deployment_options(cls) -> dict[str, object]:
+        """Constructor options that time a whole network as a deployment runs it, where
+        they differ from what suits interleaved op timing (ONNX Runtime's spinning)."""
+        return {}
+
     def _activate(self) -> None:
         """Apply process-wide settings (thread count...) for the measurement's duration."""
 

@@ -43,10 +43,19 @@ def profile(
         Optional[float],
         typer.Option("--remeasure-noisy", min=0.0, help="Also re-measure rows of the --out file whose IQR/median exceeds this (e.g. 0.25)."),
     ] = None,
+    networks: Annotated[
+        Optional[int],
+        typer.Option("--networks", min=4, help="Then fit each row's in-context cost on this many networks timed as deployed (lut refine)."),
+    ] = None,
+    deployment: Annotated[
+        Optional[str],
+        typer.Option("--deployment", help="Backend options networks are deployed with, key=value (e.g. spinning=off); default the backend's own."),
+    ] = None,
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="With --networks: store a fit measured on a busy host (recorded as such).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure every unique op signature of a space; each finished chunk is saved at once."""
-    from densenas.lut.profile import parse_protocol, parse_shard, profile_space
+    from densenas.lut.profile import parse_deployment, parse_protocol, parse_shard, profile_space
 
     proto = parse_protocol(protocol)
     shard_spec = parse_shard(shard)
@@ -55,6 +64,7 @@ def profile(
         result = profile_space(
             space, backend, batch=batch, precision=precision, threads=threads, out=out_path, resume=resume,
             force=force, shard=shard_spec, protocol=proto, remeasure_above=remeasure_noisy,
+            networks=networks, deployment=parse_deployment(deployment), allow_busy=allow_busy,
             on_progress=bar.advance, on_start=bar.start,
             log=bar.log,
         )
@@ -71,6 +81,10 @@ def profile(
         f"{' shard ' + d['shard'] if d['shard'] else ''} on {d['backend']} ({d['device']}), batch {d['batch']}, "
         f"{d['precision']}, {d['threads']} threads; overhead {d['overhead_ms'] or 0:.4f} ms/call; {d['wall_s']:.1f} s"
     )
+    if result.refinement is not None:
+        from densenas.lut.refine import print_refinement
+
+        print_refinement(result.refinement, out.print)
 
 
 class _ProgressBar:

@@ -27,6 +27,8 @@ def validate(
     remeasure_ops: Annotated[bool, typer.Option(
         "--remeasure-ops", help="Also time the networks' ops afresh, interleaved with the networks: the "
                                 "sum-of-ops model's own error, free of drift since the LUT was measured.")] = False,
+    allow_busy: Annotated[bool, typer.Option(
+        "--allow-busy", help="With --calibrate: store a fit measured while other processes kept the host busy.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict random networks from the LUT, measure them on its backend, report MAPE, ±5%/±10% shares and Spearman."""
@@ -35,9 +37,10 @@ def validate(
     from densenas.validate import validate_lut
 
     with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("measuring networks", total=samples)
+        task = progress.add_task("measuring networks", total=None)
         result = validate_lut(lut, space, samples=samples, seed=seed, plot=plot, calibrate=calibrate,
-                              out=out_path, remeasure_ops=remeasure_ops, on_progress=lambda done, total: progress.update(task, completed=done))
+                              out=out_path, remeasure_ops=remeasure_ops, allow_busy=allow_busy,
+                              on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     for note in result.notes:
         warn(note)
     d = result.to_dict()
@@ -51,16 +54,19 @@ def validate(
         rows.append(("calibrated (2-fold CV)", result.after))
     if result.interleaved is not None:
         rows.append(("ops re-measured alongside", result.interleaved))
+    if result.noise_floor is not None:
+        rows.append(("noise floor (host vs itself)", result.noise_floor))
     for label, acc in rows:
         rho = "n/a" if acc.spearman is None else f"{acc.spearman:.3f}"
-        out.print(f"  {label:<24} MAPE {acc.mape:5.2f}%  within ±5% {100 * acc.within_5pct:5.1f}%  "
+        out.print(f"  {label:<28} MAPE {acc.mape:5.2f}%  within ±5% {100 * acc.within_5pct:5.1f}%  "
                   f"within ±10% {100 * acc.within_10pct:5.1f}%  max |err| {acc.max_abs_error_pct:5.1f}%  "
                   f"median err {acc.median_error_pct:+5.1f}%  Spearman {rho}")
     if result.calibration is not None:
         c = result.calibration
         out.print(f"  calibration: scale {c.scale:.4f}, per layer {c.per_layer_ms:+.4f} ms, "
                   f"network offset {c.network_offset_ms:+.4f} ms "
-                  f"(fitted on {c.fitted_on}); written to {result.calibrated_lut}")
+                  f"(fitted on {c.fitted_on}); "
+                  + (f"written to {result.calibrated_lut}" if result.calibration_stored else "not stored"))
     if result.plot:
         out.print(f"  plot: {result.plot}")
 

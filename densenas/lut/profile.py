@@ -87,6 +87,22 @@ def parse_protocol(spec: str | None) -> "Protocol":
         raise DensenasError(f"--protocol {spec!r}: {exc}") from None
 
 
+def parse_deployment(spec: str | None) -> dict[str, Any] | None:
+    """``--deployment`` text: backend options whole networks run with, ``key=value`` pairs
+    (``spinning=off``); on/off/true/false are booleans, digits integers."""
+    if spec is None:
+        return None
+    options: dict[str, Any] = {}
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip():
+            raise DensenasError(f"--deployment {spec!r}: {part!r} is not key=value (e.g. spinning=off)")
+        raw = raw.strip().lower()
+        flags = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+        options[key.strip()] = flags[raw] if raw in flags else int(raw) if re.fullmatch(r"[-+]?\d+", raw) else raw
+    return options
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``i/N`` (1-based i) -> (i, N)."""
     if text is None:
@@ -154,6 +170,7 @@ class ProfileResult:
     shard: tuple[int, int] | None = None
     remeasured: int = 0  # rows replaced because they were noisy (``remeasure_above``)
     notes: list[str] = field(default_factory=list)
+    refinement: Any = None  # the in-context fit (``refine.RefineResult``) with ``networks``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +191,8 @@ class ProfileResult:
             "wall_s": round(self.wall_s, 3),
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "notes": self.notes,
+            "deployment": self.table.meta.get("deployment"),
+            "refinement": None if self.refinement is None else self.refinement.to_dict(),
         }
 
 
@@ -247,13 +266,21 @@ def busy_host_warning(threads: int) -> str | None:
     time.sleep(0.5)
     others = monitor.other_cpus()
     cpus = hostinfo.usable_cpus()
-    if others is None or others + threads <= cpus + BUSY_CPUS:
+    if others is None or not host_is_busy(others, threads):
         return None
     return (
         f"the host is busy (other processes use {others:.1f} of {cpus} CPUs) and this run uses {threads} threads: "
         "latencies will be noisy and may be far too high; profile on an idle host, or with fewer --threads "
         "(rows measured meanwhile can be redone later with --remeasure-noisy)"
     )
+
+
+def host_is_busy(other_cpus: float, threads: int) -> bool:
+    """Whether other processes, using ``other_cpus`` CPUs, leave fewer free than the
+    ``threads`` a measurement computes with (beyond a ``BUSY_CPUS`` allowance)."""
+    from densenas.profilers import hostinfo
+
+    return other_cpus + threads > hostinfo.usable_cpus() + BUSY_CPUS
 
 
 def _loadavg() -> list[float] | None:
@@ -277,6 +304,9 @@ def profile_space(
     shard: tuple[int, int] | None = None,
     protocol: "Protocol | None" = None,
     remeasure_above: float | None = None,
+    networks: int | None = None,
+    deployment: dict[str, Any] | None = None,
+    allow_busy: bool = False,
     on_progress: ProgressFn | None = None,
     on_start: Callable[[int, int], None] | None = None,
     log: LogFn | None = None,
@@ -286,7 +316,12 @@ def profile_space(
 
     ``remeasure_above``: also re-measure rows already in the file whose IQR/median
     exceeds it, so rows spoilt by other work on the host can be redone in a quiet spell.
+
+    ``deployment``: backend options whole networks run with (default the backend's
+    ``deployment_options``), recorded in ``meta.deployment``. ``networks``: then fit the
+    rows' in-context costs on that many networks (``densenas.lut.refine``).
     """
+    from densenas.lut.refine import default_deployment, refine_lut
     from densenas.space import SearchSpace
 
     log = log or (lambda msg: None)
@@ -296,6 +331,11 @@ def profile_space(
     if protocol is None:
         protocol = parse_protocol(None)
     prof = make_profiler(backend, threads=threads, precision=precision, protocol=protocol)
+    if deployment:
+        try:  # refused here, not after the ops are measured
+            make_profiler(backend, threads=threads, precision=precision, protocol=protocol, **deployment)
+        except TypeError:
+            raise DensenasError(f"--deployment: {backend} has no option among {', '.join(deployment)}") from None
     fp = prof.fingerprint()
     basename = lut_basename(str(fp["backend"]), device_slug(str(fp.get("device_kind", "cpu")), str(fp["device"])))
     path = Path(out) if out is not None else default_out_path(space.name, basename, batch, precision, shard)
@@ -309,6 +349,8 @@ def profile_space(
         table.meta["spaces"].append(space.name)
     if shard is not None:
         table.meta["shard"] = f"{shard[0]}/{shard[1]}"
+    if deployment is not None or not isinstance(table.meta.get("deployment"), dict):
+        table.meta["deployment"] = default_deployment(table, deployment)
     if table.meta.get("protocol") != meta["protocol"]:
         others = table.meta.setdefault("other_protocols", [])
         if meta["protocol"] not in others:
@@ -356,9 +398,17 @@ def profile_space(
         notes.append(msg)
         log(f"warning: {msg}")
     table.save(path)
+    refined = None
+    if networks is not None and shard is None:
+        refined = refine_lut(table, space_name, networks=networks, out=path, allow_busy=allow_busy, log=log)
+        if refined.stored:
+            table = LatencyTable.load(path)
+        else:
+            notes.append(refined.reason)
+            log(f"warning: {refined.reason}")
     return ProfileResult(
         path=path, table=table, space=space.name, needed=len(wanted), measured=len(todo), reused=reused,
-        wall_s=wall_s, overhead_ms=overhead_ms, shard=shard, notes=notes, remeasured=redo,
+        wall_s=wall_s, overhead_ms=overhead_ms, shard=shard, notes=notes, remeasured=redo, refinement=refined,
     )
 
 
