@@ -391,7 +391,7 @@ def test_predict_refuses_a_lut_lacking_ops_and_ambiguous_input(tiny, tiny_params
     with pytest.raises(DensenasError) as e:
         predict_derived(load_arch(tmp_path / "arch.json"), lut)
     assert f"LUT {lut.source} lacks 1 of " in str(e.value) and "mbconv_k3_t3(" in str(e.value)
-    assert "fill them with `densenas profile --space SPACE --backend synthetic" in str(e.value)
+    assert "fill them with `densenas profile --space SPACE --backend torch-cpu" in str(e.value)  # synthetic: not installed
     with pytest.raises(DensenasError, match=f"LUT {lut.source} lacks"):
         predict_soft(load_derive_inputs(arch_params=tiny_params_file, space="mbv2-tiny", lut=lut.source))
     proc = run_cli("predict", "--arch", str(tmp_path / "arch.json"), "--arch-params", str(tiny_params_file))
