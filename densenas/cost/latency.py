@@ -20,7 +20,7 @@ from densenas.lut.meta import Calibration
 from densenas.signature import SKIP, OpSignature
 
 if TYPE_CHECKING:
-    from densenas.lut.store import LatencyTable
+    from densenas.lut.store import LatencyTable, LutRow
 
 
 class LatencyModel:
@@ -44,6 +44,11 @@ class LatencyModel:
         row = self.table.row(sig.with_run(self.batch, self.precision))
         if self.refined and row.context_ms is not None:
             return row.context_ms
+        return self.isolated_cost_ms(row)
+
+    def isolated_cost_ms(self, row: "LutRow") -> float:
+        """A row's cost as timed alone: its median less the per-call overhead (the prior
+        an in-context fit starts from)."""
         return max(row.median_ms - self.overhead_ms, 0.0)
 
     def network_ms(self, sum_of_op_costs: Any, layers: Any = 0) -> Any:
