@@ -51,14 +51,31 @@ def lut_protocol(lut: "LatencyTable") -> "Protocol":
         raise DensenasError(f"LUT {lut.source}: field meta.protocol: {exc}") from None
 
 
-def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None) -> "Profiler":
-    """A profiler configured as the LUT's was: backend, threads, precision, protocol.
-    ProfilerUnavailable (one line, exit 2) when that backend cannot run here."""
-    from densenas.lut.profile import make_profiler
+def op_options(lut: "LatencyTable") -> dict[str, Any]:
+    """The backend options the LUT's isolated rows were timed with (from its fingerprint)."""
     from densenas.profilers import get_profiler_class
 
+    return get_profiler_class(lut.backend).options_from_fingerprint(lut.provenance.host or {})
+
+
+def network_options(lut: "LatencyTable") -> dict[str, Any]:
+    """The backend options whole networks are timed with for this LUT: its recorded
+    deployment configuration (``meta.deployment``), or, for a LUT from before one was
+    recorded, the options its rows were timed with (what its calibration was fitted to)."""
+    recorded = lut.meta.get("deployment")
+    if isinstance(recorded, dict) and isinstance(recorded.get("network_options"), dict):
+        return dict(recorded["network_options"])
+    return op_options(lut)
+
+
+def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None, deployed: bool = False) -> "Profiler":
+    """A profiler configured as the LUT's was: backend, threads, precision, protocol;
+    with ``deployed``, in the LUT's deployment configuration (for whole networks).
+    ProfilerUnavailable (one line, exit 2) when that backend cannot run here."""
+    from densenas.lut.profile import make_profiler
+
     provenance = lut.provenance
-    options = get_profiler_class(lut.backend).options_from_fingerprint(provenance.host or {})
+    options = network_options(lut) if deployed else op_options(lut)
     return make_profiler(
         lut.backend,
         threads=provenance.threads,
@@ -159,9 +176,13 @@ def bench_arch(
             threads = lut_threads
         protocol = protocol or lut_protocol(table)
     batch = batch or 1
-    from densenas.profilers import Protocol
+    from densenas.profilers import Protocol, get_profiler_class
 
-    prof = make_profiler(backend, threads=threads, precision=precision or "fp32", protocol=protocol or Protocol())
+    # as deployed: the LUT's recorded configuration, or the backend's own without a LUT
+    options = (network_options(table) if table is not None and table.backend == backend
+               else get_profiler_class(backend).deployment_options())
+    prof = make_profiler(backend, threads=threads, precision=precision or "fp32", protocol=protocol or Protocol(),
+                         **options)
     predicted = arch_cost(arch, table, batch=batch, precision=prof.precision) if table is not None else None
     if log is not None:  # only once every input is checked: an error stays one line
         log(f"timing {arch_path} on {prof.name} ...")

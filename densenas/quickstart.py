@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 SPACE = "mbv2-tiny"
 BACKEND = "onnxruntime"
+# networks the LUT's in-context costs are fitted on: every row covered several times,
+# a few seconds of timing on a laptop CPU
+NETWORKS = 48
 
 
 @dataclass
@@ -53,7 +56,7 @@ def warmup_epochs(epochs: int) -> int:
 
 
 def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None = None,
-                   seed: int | None = None, log: Callable[[str], None] = lambda _: None) -> QuickstartResult:
+                   seed: int | None = None, networks: int = NETWORKS, log: Callable[[str], None] = lambda _: None) -> QuickstartResult:
     """Profile -> search -> derive -> export -> bench, writing everything under ``run_dir``.
 
     Re-running on the same directory continues where it stopped: the LUT is resumed and
@@ -63,6 +66,7 @@ def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None 
     from densenas.bench import bench_arch
     from densenas.export import build_model, export_onnx_model
     from densenas.lut.profile import profile_space
+    from densenas.lut.store import LatencyTable
     from densenas.search.engine import run_search
     from densenas.search.settings import SearchOptions
 
@@ -74,7 +78,9 @@ def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None 
 
     t = time.perf_counter()
     log(f"[1/4] profiling every op of {SPACE} on {backend} -> {lut_path}")
-    profiled = profile_space(SPACE, backend, out=lut_path, resume=lut_path.exists(), log=log)
+    refined = lut_path.exists() and "refinement" in LatencyTable.load(lut_path).meta  # a resumed run keeps its fit
+    profiled = profile_space(SPACE, backend, out=lut_path, resume=lut_path.exists(), log=log,
+                             networks=None if refined else networks)
     timings["profile"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -119,5 +125,9 @@ def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None 
         "measured_p90_ms": bench.measurement.p90_ms,
         "prediction_error_pct": bench.error_pct,
         "onnx_max_abs_diff": exported.max_abs_diff,
+        "lut_refinement": None if profiled.refinement is None else {
+            "stored": profiled.refinement.stored, "reason": profiled.refinement.reason,
+            "held_out": profiled.refinement.to_dict()["held_out"],
+            "noise_floor": profiled.refinement.to_dict()["noise_floor"]},
     }
     return QuickstartResult(run_dir, lut_path, search_dir, Path(arch_path), onnx_path, summary, timings)

@@ -266,6 +266,10 @@ class ValidationResult:
     interleaved_measured_ms: list[float] = field(default_factory=list)
     interleaved_predicted_ms: list[float] = field(default_factory=list)
     interleaved: Accuracy | None = None
+    noise_floor: Accuracy | None = None  # each network's two timings scored against each other
+    host_busy_cpus: float | None = None  # CPUs other processes kept busy while the networks ran
+    busy: bool = False
+    calibration_stored: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -280,6 +284,11 @@ class ValidationResult:
             ],
             "wall_s": self.wall_s,
             "notes": self.notes,
+            "noise_floor": None if self.noise_floor is None else {
+                **self.noise_floor.to_dict(),
+                "method": "each network timed twice (two sessions in the same interleaved rounds), "
+                          "one timing scored against the other"},
+            "host_busy_cpus": self.host_busy_cpus, "busy": self.busy,
         }
         if self.calibration is not None and self.after is not None:
             d["before"] = self.before.to_dict()
@@ -287,6 +296,7 @@ class ValidationResult:
             d["after_method"] = "2-fold cross-validation (each half predicted by the fit on the other half)"
             d["calibration"] = self.calibration.to_lut()
             d["calibrated_lut"] = self.calibrated_lut
+            d["calibration_stored"] = self.calibration_stored
             for net, p in zip(d["networks"], self.after_cv_ms):
                 net["calibrated_cv_ms"] = p
         if self.interleaved is not None:
@@ -313,6 +323,7 @@ def validate_lut(
     out: str | Path | None = None,
     fit_scale: bool = True,
     remeasure_ops: bool = False,
+    allow_busy: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ValidationResult:
     """``densenas lut validate``: predicted vs measured latency of ``samples`` random
@@ -320,10 +331,16 @@ def validate_lut(
     (at ``out``, default the LUT's own file, rewritten atomically). With
     ``remeasure_ops``, also time the networks' ops afresh interleaved with the networks
     (see ``interleaved_check``), which separates the sum-of-ops model's own error from
-    the LUT having been measured at another time or on another machine state."""
+    the LUT having been measured at another time or on another machine state.
+
+    Networks run in the LUT's deployment configuration, each timed twice (the noise
+    floor). A calibration is stored only when it beats the LUT as is (cross-validated),
+    never into a shipped LUT, and not from a busy host unless ``allow_busy``."""
     import time
 
-    from densenas.bench import lut_protocol, measure_archs, profiler_for_lut
+    from densenas.lut.refine import is_shipped, refusal_reason, time_networks
+
+    from densenas.bench import lut_protocol, profiler_for_lut
     from densenas.cost import arch_cost
     from densenas.lut.store import load_lut
     from densenas.space import SearchSpace
@@ -339,31 +356,31 @@ def validate_lut(
     archs = sample_archs(space, samples, seed)
     if calibrate and len(archs) < MIN_CALIBRATION_SAMPLES:
         raise DensenasError(f"space {space.name} has only {len(archs)} distinct networks; too few to calibrate")
+    target = Path(out) if out is not None else Path(table.source)
+    if calibrate and is_shipped(target):
+        raise DensenasError(f"{target} is a shipped LUT: a calibration fitted here would describe this machine, not "
+                            "the one that measured it; pass --out FILE")
     costs = [arch_cost(a, table) for a in archs]
-    # One chunk: every network is visited in every round, so slow drift of the machine
-    # (frequency, neighbours) lands on all of them alike instead of on a later chunk.
-    protocol = lut_protocol(table)
-    prof = profiler_for_lut(table, protocol=dataclasses.replace(protocol, chunk_size=max(protocol.chunk_size, len(archs))))
-    done = 0
-
-    def progress(_key: int, _m: Any) -> None:
-        nonlocal done
-        done += 1
-        if on_progress is not None:
-            on_progress(done, len(archs))
-
-    with prof:
-        fp = prof.fingerprint()
-        measurements = measure_archs(prof, archs, table.batch, progress)
-    measured = [m.median_ms for m in measurements]
+    # One chunk (time_networks): every network is visited in every round, so slow drift of
+    # the machine (frequency, neighbours) lands on all of them alike.
+    prof = profiler_for_lut(table, deployed=True)
+    fp = prof.fingerprint()
+    times = time_networks(prof, archs, table.batch, twice=[True] * len(archs), on_done=on_progress)
+    measured = times.measured_ms
     predicted = [c.total for c in costs]
     result = ValidationResult(
         lut=table.source, space=space.name, backend=table.backend, device=str(fp["device"]),
         threads=fp.get("threads"), batch=table.batch, precision=table.precision, seed=seed, archs=archs,
         measured_ms=measured, predicted_ms=predicted, sum_of_ops_ms=[c.sum_of_ops for c in costs],
         overhead_ms=table.overhead_ms, before=accuracy(predicted, measured),
+        noise_floor=times.noise_floor(), host_busy_cpus=times.host_busy_cpus, busy=times.busy,
     )
+    if times.busy:
+        result.notes.append(f"other processes kept {times.host_busy_cpus:.2f} CPUs busy while the networks were timed: "
+                            "these figures describe a busy host")
     if remeasure_ops:
+        protocol = lut_protocol(table)
+        prof = profiler_for_lut(table, protocol=dataclasses.replace(protocol, chunk_size=max(protocol.chunk_size, len(archs))))
         with prof:
             result.interleaved_measured_ms, result.interleaved_predicted_ms = interleaved_check(
                 prof, archs, table.batch, table.precision)
@@ -390,9 +407,15 @@ def validate_lut(
             "device": result.device, "threads": result.threads,
             "mape_before": result.before.mape, "mape_after_cv": result.after.mape,
         }
-        target = Path(out) if out is not None else Path(table.source)
-        table.save(target)
-        result.calibrated_lut = str(target)
+        refusal = refusal_reason(result.after.mape, result.before.mape, times.host_busy_cpus if times.busy else None,
+                                 allow_busy)
+        if refusal is not None:
+            result.notes.append(f"calibration {refusal} (cross-validated)")
+        else:
+            table.meta["calibration_fit"]["host_busy"] = times.host_busy_cpus
+            table.save(target)
+            result.calibrated_lut = str(target)
+            result.calibration_stored = True
     if plot is not None:
         plot_validation(result, plot)
         result.plot = str(plot)

@@ -14,7 +14,7 @@ FAST = {"DENSENAS_PROFILE_PROTOCOL": "fast", "OMP_NUM_THREADS": "1"}
 
 def test_quickstart_profiles_searches_exports_and_measures_then_resumes(tmp_path):
     out = tmp_path / "qs"
-    first = run_cli("quickstart", "--out", str(out), "--epochs", "1", "--json", env=FAST)
+    first = run_cli("quickstart", "--out", str(out), "--epochs", "1", "--networks", "8", "--json", env=FAST)
     assert first.returncode == 0, first.stderr
     d = json.loads(first.stdout)
     assert LatencyTable.load(d["lut"]).backend == "onnxruntime" and d["lut_rows"] == 96
@@ -23,6 +23,8 @@ def test_quickstart_profiles_searches_exports_and_measures_then_resumes(tmp_path
     assert (out / "model.onnx").is_file() and d["onnx"] == str(out / "model.onnx")
     assert d["onnx_max_abs_diff"] < 1e-4
     assert d["predicted_latency_ms"] > 0 and d["measured_latency_ms"] > 0 and d["macs"] > 0
+    ref = d["lut_refinement"]  # in-context costs fitted, scored on held-out networks beside the noise floor
+    assert ref["held_out"]["refined"]["samples"] == ref["noise_floor"]["samples"] == 4
     for step in ("[1/4] profiling", "[2/4] searching", "[3/4] exporting", "[4/4] measuring"):
         assert step in first.stderr
     # the same directory again: nothing is profiled or searched twice, the same network comes out

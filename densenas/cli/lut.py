@@ -252,5 +252,35 @@ def import_legacy_cmd(
         out.print(f"note: {n}")
 
 
+@lut_app.command("refine")
+def refine(
+    lut: LutArg,
+    space: Annotated[str, typer.Option("--space", help="Search space whose networks the costs are fitted on (name or YAML path).")],
+    networks: Annotated[int, typer.Option("--networks", min=4, help="Networks to fit on (a covering sample); a quarter more are held out.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the networks.")] = 0,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the refined LUT here instead of rewriting LUT in place.")] = None,
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Store a fit measured while other processes kept the host busy (recorded as such).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit each row's cost inside whole networks timed as deployed; stored only when it predicts held-out networks better."""
+    from rich.progress import Progress
+
+    from densenas.lut.refine import refine_lut, print_refinement
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("timing networks", total=None)
+        result = refine_lut(lut, space, networks=networks, seed=seed, out=out_path, allow_busy=allow_busy,
+                            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                            log=err.print)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_refinement(result, out.print)
+    if not result.stored:
+        if as_json:
+            err.print(result.reason)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(lut_app, name="lut")

@@ -16,12 +16,13 @@ def quickstart(
     backend: Annotated[str, typer.Option("--backend", help="Backend to profile on and measure with.")] = "onnxruntime",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Search epochs (default: the space's); the weight-only warm-up keeps its share of them.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Search seed (default: the space's).")] = None,
+    networks: Annotated[int, typer.Option("--networks", min=4, help="Networks the LUT's in-context costs are fitted on.")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Profile, search, derive, export and measure: the whole job on embedded defaults."""
     from densenas.quickstart import default_run_dir, run_quickstart
 
-    result = run_quickstart(out_dir or default_run_dir(), backend=backend, epochs=epochs, seed=seed,
+    result = run_quickstart(out_dir or default_run_dir(), backend=backend, epochs=epochs, seed=seed, networks=networks,
                             log=lambda m: err.print(m, soft_wrap=True, markup=False))
     d = result.to_dict()
     if as_json:
@@ -37,6 +38,14 @@ def quickstart(
               f"from the LUT, measured {d['measured_latency_ms']:.3f} ms (p90 {d['measured_p90_ms']:.3f}); "
               f"error {d['prediction_error_pct']:+.1f}%")
     out.print(f"ONNX parity with PyTorch: max |diff| {d['onnx_max_abs_diff']:.2e}")
+    ref = d.get("lut_refinement")
+    if ref:
+        for label, acc in (("in-context costs", ref["held_out"]["refined"]), ("isolated sum", ref["held_out"]["isolated_sum"]),
+                           ("noise floor", ref["noise_floor"])):
+            if acc:
+                out.print(f"LUT on {acc['samples']} held-out networks, {label}: MAPE {acc['mape']:.1f}%, "
+                          f"within ±5% {100 * acc['within_5pct']:.0f}%, within ±10% {100 * acc['within_10pct']:.0f}%")
+        out.print(ref["reason"])
     out.print("files:")
     for key in ("lut", "search_dir", "arch", "onnx"):
         out.print(f"  {key:<11}{d[key]}")
