@@ -48,7 +48,7 @@ def _search(args, out: Path):
     from densenas.search.engine import run_search
 
     options = SearchOptions(space=args.space, lut=args.lut, data=args.data, epochs=args.search_epochs,
-                            seed=args.search_seed, out=str(out), device=args.device)
+                            seed=args.search_seed, out=str(out), device=args.device, max_steps=args.max_steps)
     return run_search(options, progress=False)
 
 
@@ -91,17 +91,37 @@ def _supernet_scores(result, archs, args) -> list[float]:
     return scores
 
 
-def _retrain(arch, seed: int, args, tmp: Path, tag: str) -> float:
+def _retrain(path: Path, seed: int, data: str, device: str, epochs: int, threads: int | None) -> float:
+    """Retrain the network of ``path`` (arch.json) from scratch with ``seed``; val top-1."""
     from densenas.train.recipe import build_job
     from densenas.train.trainer import train
 
-    path = tmp / f"{tag}.json"
-    if not path.exists():
-        arch.save(path)
-    job = build_job(arch=path, data=args.data, run_dir=tmp / f"{tag}-s{seed}", device=args.device,
-                    epochs=args.train_epochs, seed=seed)
+    if threads:
+        torch.set_num_threads(threads)
+    job = build_job(arch=path, data=data, run_dir=path.with_name(f"{path.stem}-s{seed}"), device=device,
+                    epochs=epochs, seed=seed)
     with contextlib.redirect_stderr(io.StringIO()):  # per-epoch logs of 30-odd runs
         return float(train(job)["top1"])
+
+
+def _retrain_all(archs, args, tmp: Path) -> list[list[float]]:
+    """Every network with every seed; ``--jobs`` runs them in that many processes at once."""
+    paths = []
+    for i, arch in enumerate(archs):
+        paths.append(tmp / f"net{i}.json")
+        arch.save(paths[-1])
+    runs = [(p, s, args.data, args.device, args.train_epochs, 1 if args.jobs > 1 else None)
+            for p in paths for s in args.seeds]
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            flat = list(pool.map(_retrain, *zip(*runs)))
+    else:
+        flat = [_retrain(*r) for r in runs]
+    k = len(args.seeds)
+    return [flat[i * k:(i + 1) * k] for i in range(len(archs))]
 
 
 def run(args) -> dict:
@@ -127,7 +147,7 @@ def run(args) -> dict:
                              f"{100 * args.tolerance:g}% of {latency:.4f} ms; widen --tolerance")
         archs = [searched] + [a for a, _ in randoms]
         inherited = _supernet_scores(result, archs, args)
-        acc = [[_retrain(a, s, args, tmp, f"net{i}") for s in args.seeds] for i, a in enumerate(archs)]
+        acc = _retrain_all(archs, args, tmp)
     means = [statistics.mean(a) for a in acc]
     rank = 1 + sum(m > means[0] for m in means[1:])
     wins = sum(acc[0][k] > r[k] for r in acc[1:] for k in range(len(args.seeds)))
@@ -198,9 +218,14 @@ def main() -> None:
     ap.add_argument("--draw-seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="paired retraining seeds")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="retraining processes at once (one thread each)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of the search (default: torch's)")
+    ap.add_argument("--max-steps", type=int, default=None, help="cap the search's steps per phase (a quick check)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     text = markdown(run(args))
     print(text)
     if not args.no_write:
