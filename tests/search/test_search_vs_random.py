@@ -1,0 +1,48 @@
+"""The pieces of benchmarks/search_vs_random.py that decide what is compared: random
+networks drawn at the searched network's latency, and the report it writes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from densenas.cost import arch_cost
+from densenas.lut.store import load_lut
+from densenas.space import SearchSpace
+from densenas.validate import sample_archs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("search_vs_random", ROOT / "benchmarks" / "search_vs_random.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_networks_lie_within_the_window_and_exclude_the_searched_one(tiny_lut):
+    bench = _bench()
+    space, lut = SearchSpace.load("mbv2-tiny"), load_lut(tiny_lut)
+    searched = sample_archs(space, 1, seed=5)[0]
+    target = float(arch_cost(searched, lut).total)
+    picked, tried = bench._random_at(space, lut, target, 5, 0.03, 0, searched.to_dict()["net_config"])
+    assert len(picked) == 5 and tried >= 5
+    configs = {a.to_dict()["net_config"] for a, _ in picked}
+    assert len(configs) == 5 and searched.to_dict()["net_config"] not in configs
+    for arch, ms in picked:
+        assert abs(ms / target - 1) <= 0.03 and ms == float(arch_cost(arch, lut).total)
+
+
+def test_report_states_rank_sign_test_and_tau():
+    bench = _bench()
+    args = dict(space="mbv2-tiny", data="digits-clutter", search_epochs=None, search_seed=1, train_epochs=4,
+                random=2, seeds=[0, 1], tolerance=0.03, draw_seed=0, device="cpu")
+    r = {"args": args, "latency_ms": 0.2, "search_top1": 80.0, "search_derived_top1": 70.0, "net_config": "x",
+         "random_latency_ms": [0.201, 0.199], "random_drawn": 40, "inherited_top1": [70.0, 60.0, 65.0],
+         "retrained_top1": [[90.0, 91.0], [85.0, 86.0], [88.0, 92.0]], "mean_top1": [90.5, 85.5, 90.0],
+         "rank": 1, "of": 3, "median_random_top1": 87.75, "wins": 3, "losses": 1, "sign_p": 0.3125,
+         "kendall_tau": 1.0, "kendall_p": 1.0, "wall_s": 60.0, "threads": 1}
+    text = bench.markdown(r)
+    assert "**1 of 3**" in text and "3 wins, 1 losses" in text and "**1.00**" in text and "beats the median" in text
+    assert "| random 2 | 0.1990 | 65.0 | 88.0, 92.0 | 90.00 |" in text
