@@ -67,6 +67,28 @@ def _peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _flops(engine, x: torch.Tensor, derived: torch.nn.Module) -> dict[str, float]:
+    """Forward FLOPs of the weight step's sampled paths (the supernet runs every routing block
+    and every incoming branch) and of the derived network: the ratio is the compute floor of
+    the time ratio, whatever the implementation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn: Callable[[], object]) -> float:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn()
+        return float(counter.get_total_flops())
+
+    net, paths = engine.net, []
+    for i in range(5):
+        engine.sampler.reseed(0, "weights", i)
+        path = engine.sampler.sample(net.head_alphas, net.stack_alphas, 1, "prob").to(x.device)
+        paths.append(count(lambda: net(x, path.head, path.stack)))
+    was = derived.training
+    plain = count(lambda: derived(x))
+    derived.train(was)
+    return {"supernet_path": statistics.median(paths), "derived": plain}
+
+
 def run(space: str, batch_size: int | None, device: str, threads: int | None, min_reps: int, min_s: float) -> dict:
     from densenas.nets import build_derived
     from densenas.search import SearchEngine, SearchOptions
@@ -105,7 +127,9 @@ def run(space: str, batch_size: int | None, device: str, threads: int | None, mi
         torch.cuda.reset_peak_memory_stats(dev)
     plain = _timed(derived_step, dev, warmup=3, min_reps=min_reps, min_s=min_s)
     net = engine.net
+    flops = _flops(engine, xd, derived)
     return {
+        "flops": flops,
         "space": settings.space,
         "batch": int(y.numel()),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
@@ -141,8 +165,13 @@ def markdown(r: dict) -> str:
                     ("search: arch step (2 ops, chained cost, Adam, rescale)", a),
                     ("derived network: SGD training step", d)):
         lines.append(f"| {name} | {s['median_ms']:.1f} | {s['iqr_ms']:.1f} | {s['n']} | {s['median_ms'] / d['median_ms']:.1f} |")
+    f = r["flops"]
     lines += [
         "",
+        f"Compute floor: a sampled path of the supernet costs {f['supernet_path'] / 1e9:.3f} GFLOP forward (median of 5 "
+        f"paths), the derived network {f['derived'] / 1e9:.3f} ({f['supernet_path'] / f['derived']:.1f}x): every routing "
+        "block and every incoming branch runs in the supernet, so the step ratio cannot fall below this without "
+        "computing something else.",
         f"Supernet: {r['supernet_weights'] / 1e6:.2f} M weights, {r['supernet_param_bytes'] / 2**20:.1f} MiB of "
         f"parameters and buffers (derived network: {r['derived_param_bytes'] / 2**20:.2f} MiB); "
         f"{r['peak_kind']} {r['peak_mb']:.0f} MiB after the search steps ({r['peak_before_steps_mb']:.0f} MiB before them).",
