@@ -131,14 +131,20 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
 
     if precision not in PRECISIONS:
         raise DensenasError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
-    cls_ok, reason = cls.available()
-    if not cls_ok:
-        from densenas.profilers.errors import ProfilerUnavailable
+    from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
 
-        raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
-    prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
-    prof.check_available()
+    cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
+    try:
+        cls_ok, reason = cls.available()
+        if not cls_ok:
+            raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
+        prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
+        prof.check_available()
+    except (ProfilerError, DensenasError):
+        raise
+    except Exception as exc:  # a third-party backend's own bug: name it, don't dump its traceback
+        raise ProfilerError(f"{backend}: the backend ({cls.__module__}.{cls.__qualname__}) failed to start: "
+                            f"{type(exc).__name__}: {exc}") from exc
     return prof
 
 

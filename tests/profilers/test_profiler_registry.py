@@ -43,6 +43,12 @@ class Incomplete(Profiler):
     def backend_version(cls):
         return "0.1"
 
+class RaisesOnStart(TorchCPUProfiler):
+    name = "third-party"
+
+    def __init__(self, **kwargs):
+        raise RuntimeError("vendor runtime not initialised")
+
 NotAProfiler = object
 """
 
@@ -142,6 +148,14 @@ def test_profile_with_a_plugin_that_raises_on_import_is_one_line_and_exit_2(tmp_
     proc = _cli_with_plugin(plugin, "profile", "--space", "mbv2-tiny", "--backend", "third-party")
     assert_user_error(proc, "profiler backend 'third-party'", "cannot be loaded: ModuleNotFoundError",
                       "no_such_vendor_library")
+
+
+def test_profile_with_a_plugin_that_raises_on_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    plugin = _plugin_dir(tmp_path, "third-party = thirdparty_profiler:RaisesOnStart")
+    proc = _cli_with_plugin(plugin, "profile", "--space", "mbv2-tiny", "--backend", "third-party", "--out", str(tmp_path / "x.json"))
+    assert_user_error(proc, "third-party: the backend (thirdparty_profiler.RaisesOnStart) failed to start",
+                      "RuntimeError: vendor runtime not initialised")
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_profile_help_lists_the_installed_backends_plugins_included(tmp_path: Path) -> None:
