@@ -140,6 +140,19 @@ def path_correct(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, batc
     return correct, count
 
 
+@torch.no_grad()
+def supernet_path_correct(supernet: torch.nn.Module, head, stack, batches, device: torch.device) -> tuple[float, float]:
+    """(correct, count) of the supernet running one path (one op per mixed op, every block
+    and branch, as a weight step trains it), batch norm on batch statistics."""
+    supernet.train()
+    correct = count = 0.0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        correct += float((supernet(x, head, stack).argmax(1) == y).sum())
+        count += y.numel()
+    return correct, count
+
+
 def at_chance(top1: float | None, num_classes: int) -> bool:
     """Whether a validation accuracy (percent) is indistinguishable from guessing."""
     return top1 is not None and top1 < CHANCE_MARGIN * 100.0 / num_classes

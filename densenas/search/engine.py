@@ -19,7 +19,6 @@ The supernet and the cost tables are built once; a step changes only index tenso
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import platform
 import time
@@ -35,7 +34,8 @@ from densenas.errors import DensenasError
 from densenas.fileio import write_json
 from densenas.search import distributed as D
 from densenas.search.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from densenas.search.diagnostics import RANDOM_PATHS, OpMix, at_chance, max_entropy, mean_entropy, op_mix, path_correct
+from densenas.search.diagnostics import (RANDOM_PATHS, OpMix, at_chance, max_entropy, mean_entropy, op_mix, path_correct,
+                                         supernet_path_correct)
 from densenas.search.loss import CostObjective, choice_log_prob
 from densenas.search.optim import arch_optimizer, cosine_schedule, rescale_sampled_, weight_optimizer
 from densenas.search.report import ProgressScope, cost_text, epoch_report, say, warn
@@ -288,8 +288,8 @@ class SearchEngine:
                     self.history.append(record)
                     self._write_epoch(epoch, record, writer)
                     epoch_report(record, s.epochs, s.cost_type)
-                    if epoch >= s.arch_update_epoch and at_chance(record.get("derived_val_top1"), self.num_classes):
-                        warn(f"the supernet is at chance after the warm-up (derived path {record['derived_val_top1']:.1f}%, "
+                    if epoch >= s.arch_update_epoch and at_chance(record.get("argmax_path_val_top1"), self.num_classes):
+                        warn(f"the supernet is at chance after the warm-up (its argmax path {record['argmax_path_val_top1']:.1f}%, "
                              f"chance {100 / self.num_classes:.0f}%): its accuracy gradients are noise and the search "
                              "follows the cost term alone (more epochs, or search.weights: shared in the space)")
         except NonFiniteError as exc:
@@ -393,24 +393,30 @@ class SearchEngine:
                 tick(f"acc {100 * correct1 / count:.1f}%")
         batches = [b for _, b in _batches(self.data.val, self.val_steps)]
         derived = path_correct(net, self.derive()[0], self.space, batches, self.device)
-        paths = [path_correct(net, a, self.space, batches, self.device) for a in self._random_paths()]
+        argmax = ([a.argmax(-1, keepdim=True) for a in net.head_alphas],
+                  [a.argmax(-1, keepdim=True) for a in net.stack_alphas])
+        paths = [supernet_path_correct(net, head, stack, batches, self.device)
+                 for head, stack in [argmax, *self._random_paths()]]
         sums = D.all_sum(self.ctx, [loss_sum, correct1, correct5, count, *derived, *(v for p in paths for v in p)])
         loss_sum, correct1, correct5, count = sums[:4]
         if not math.isfinite(loss_sum):
             self._non_finite(loss_sum, f" (epoch {epoch}, validation)")
         path_top1 = [100 * c / n for c, n in zip(sums[6::2], sums[7::2])]
         return {"val_loss": loss_sum / count, "val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count,
-                "derived_val_top1": 100 * sums[4] / sums[5], "random_paths_val_top1": path_top1,
-                "random_paths_val_top1_mean": sum(path_top1) / len(path_top1) if path_top1 else None}
+                "derived_val_top1": 100 * sums[4] / sums[5], "argmax_path_val_top1": path_top1[0],
+                "random_paths_val_top1": path_top1[1:],
+                "random_paths_val_top1_mean": sum(path_top1[1:]) / len(path_top1[1:])}
 
-    def _random_paths(self):
-        """The same few random networks of the space every epoch (seeded by the run's seed), so
-        their accuracy inside the supernet is comparable from epoch to epoch."""
+    def _random_paths(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """The same few uniformly drawn single paths every epoch (from their own generator,
+        seeded by the run's seed), so their accuracy is comparable from epoch to epoch."""
         if not hasattr(self, "_paths"):
-            from densenas.validate import sample_archs
-
-            self._paths = sample_archs(self.space, RANDOM_PATHS, self.settings.seed)
-            self._paths = [dataclasses.replace(a, num_classes=self.num_classes) for a in self._paths]
+            sampler = PathSampler(self.settings.seed)
+            self._paths = []
+            for i in range(RANDOM_PATHS):
+                sampler.reseed(0, "diagnostics", i)
+                p = sampler.sample(self.net.head_alphas, self.net.stack_alphas, 1, "uniform").to(self.device)
+                self._paths.append((p.head, p.stack))
         return self._paths
 
     def _step_values(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, where: str,
@@ -561,7 +567,8 @@ class SearchEngine:
         write_json(self.files.history, {"schema": HISTORY_SCHEMA, "initial": self.initial, "epochs": self.history})
         for tag, key in (("loss/train", "train_loss"), ("loss/arch", "arch_loss"), ("loss/val", "val_loss"),
                          ("acc/train", "train_top1"), ("acc/arch", "arch_top1"), ("acc/val", "val_top1"),
-                         ("acc/val_derived_path", "derived_val_top1"), ("acc/val_random_paths", "random_paths_val_top1_mean"),
+                         ("acc/val_derived", "derived_val_top1"), ("acc/val_argmax_path", "argmax_path_val_top1"),
+                         ("acc/val_random_paths", "random_paths_val_top1_mean"),
                          ("latency_ms/expected", "expected_latency_ms"), ("latency_ms/derived", "derived_latency_ms"),
                          ("cost/expected", "expected_cost"), ("cost/derived", "derived_cost"),
                          ("cost/arch_term", "arch_cost_term"), ("entropy/head", "head_entropy"),

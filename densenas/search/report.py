@@ -36,7 +36,8 @@ def epoch_report(r: dict[str, Any], epochs: int, cost_type: str) -> None:
         parts.append(f"val acc {r['val_top1']:.1f}%")
     if r.get("derived_val_top1") is not None:
         paths = ", ".join(f"{v:.1f}" for v in r["random_paths_val_top1"])
-        parts.append(f"derived path {r['derived_val_top1']:.1f}% random paths {paths}%")
+        parts.append(f"paths: argmax {r['argmax_path_val_top1']:.1f}% random {paths}% | "
+                     f"derived network (inherited) {r['derived_val_top1']:.1f}%")
     parts.append(f"{r['seconds']:.1f}s")
     say("  ".join(parts))
     say(f"  {cost_text(r, cost_type)}")

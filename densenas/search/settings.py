@@ -149,6 +149,8 @@ def fresh(options: SearchOptions, *, world_size: int = 1) -> RunSettings:
     lut_path = str(resolve_lut(lut)) if lut is not None else None
     epochs = options.epochs if options.epochs is not None else cfg.epochs
     arch_update = options.arch_update_epoch if options.arch_update_epoch is not None else cfg.arch_update_epoch
+    if options.arch_update_epoch is None and arch_update >= epochs:
+        arch_update = warmup_share(cfg, epochs)  # a search shorter than the space's warm-up keeps its share
     batch = options.batch_size if options.batch_size is not None else cfg.batch_size
     factor = options.sub_loss_factor if options.sub_loss_factor is not None else cfg.cost.sub_loss_factor
     _positive("--epochs", epochs)
@@ -195,6 +197,12 @@ def fresh(options: SearchOptions, *, world_size: int = 1) -> RunSettings:
         world_size=world_size,
         search=cfg.model_dump(),
     )
+
+
+def warmup_share(search: Any, epochs: int) -> int:
+    """The space's share of weight-only warm-up epochs (``search``: a space's search
+    settings) for a search of ``epochs``, leaving at least one for architecture updates."""
+    return min(epochs - 1, round(search.arch_update_epoch * epochs / search.epochs))
 
 
 def _positive(flag: str, value: int) -> None:

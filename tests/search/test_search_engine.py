@@ -54,12 +54,12 @@ def test_cli_search_writes_every_run_file_and_one_json_object(tmp_path, tiny_lut
         assert e["expected_latency_ms"] > 0 and e["derived_latency_ms"] > 0
         assert 0 < e["head_entropy"] <= e["head_entropy_max"] + 1e-9
         assert sum(e["op_mix"]["counts"].values()) >= len(arch.blocks)
-        # what single paths of the supernet know: the derived one and three random ones
-        assert 0 <= e["derived_val_top1"] <= 100 and len(e["random_paths_val_top1"]) == 3
-        assert all(0 <= v <= 100 for v in e["random_paths_val_top1"])
-    assert "derived path" in proc.stderr and "random paths" in proc.stderr
+        # what the supernet knows: its argmax path, three random single paths, the derived network
+        assert 0 <= e["derived_val_top1"] <= 100 and 0 <= e["argmax_path_val_top1"] <= 100
+        assert len(e["random_paths_val_top1"]) == 3 and all(0 <= v <= 100 for v in e["random_paths_val_top1"])
+    assert "paths: argmax" in proc.stderr and "derived network (inherited)" in proc.stderr
     # two steps of training leave the supernet at chance: said once the warm-up is over
-    if history[1]["derived_val_top1"] < 15:
+    if history[1]["argmax_path_val_top1"] < 15:
         assert "at chance after the warm-up" in proc.stderr
     # the per-epoch summary shows expected and derived latency side by side, and the op mix
     assert "expected" in proc.stderr and "derived" in proc.stderr and "skip" in proc.stderr
