@@ -49,10 +49,10 @@ def default_run_dir() -> Path:
 def warmup_epochs(epochs: int) -> int:
     """The space's share of weight-only warm-up epochs, for a shorter (or longer) search:
     at least one epoch is left for architecture updates."""
+    from densenas.search.settings import warmup_share
     from densenas.space import SearchSpace
 
-    search = SearchSpace.load(SPACE).config.search
-    return min(epochs - 1, round(search.arch_update_epoch * epochs / search.epochs))
+    return warmup_share(SearchSpace.load(SPACE).config.search, epochs)
 
 
 def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None = None,

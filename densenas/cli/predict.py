@@ -47,7 +47,9 @@ def _predict_arch(arch_path: Path, lut: str | None, cost: str, as_json: bool) ->
         raise DensenasError("--cost flops applies to --arch-params; `densenas arch show` gives a derived network's MACs")
     if lut is None:
         raise DensenasError("predicting a derived network's latency needs --lut (a LUT file or a shipped name)")
-    report = {"arch": str(arch_path), **predict_derived(load_arch(arch_path), load_lut(lut))}
+    arch, table = load_arch(arch_path), load_lut(lut)
+    report = {"arch": str(arch_path), **predict_derived(arch, table),
+              "notes": table.charge_notes(sig.with_run(table.batch, table.precision) for _, _, sig in arch.layers())}
     if as_json:
         print_json(report)
         return
@@ -57,6 +59,8 @@ def _predict_arch(arch_path: Path, lut: str | None, cost: str, as_json: bool) ->
                   f"{b['latency_ms']:.4f}")
     out.print(t)
     out.print(f"predicted latency: {report['latency_ms']:.4f} ms ({report['terms']})")
+    for note in report["notes"]:
+        out.print(f"note: {note}", markup=False)
 
 
 def _predict_soft(arch_params: Path, space: str | None, lut: str | None, cost: str, as_json: bool) -> None:

@@ -96,7 +96,8 @@ class CostTables:
             head.append(torch.tensor(
                 [[cost(space.head_signature(b.id, src, op)) for op in space.head_primitives] for src in b.in_edges],
                 dtype=torch.float64).reshape(len(b.in_edges), len(space.head_primitives)))
-            row = [cost(space.stack_signature(b.id, op)) for op in stack_ops]
+            # a block without stacked layers has no stack ops to charge (nor LUT rows for them)
+            row = [cost(space.stack_signature(b.id, op)) for op in stack_ops] if b.num_layers else [0.0] * len(stack_ops)
             if skip_reg and SKIP in stack_ops:
                 # the paper's skip_reg: a skipped layer is charged a tenth of the first op
                 row[stack_ops.index(SKIP)] = row[0] / 10.0

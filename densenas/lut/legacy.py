@@ -32,6 +32,8 @@ PAPER_PROTOCOL = {
     "statistic": "mean of time.time() deltas per forward",
     "deduplicated": False,
 }
+# the note on rows the paper's list has no number for, charged 0 ms
+UNMEASURED_NOTE = "not in the paper's list: charged 0 ms"
 PAPER_TIMING_SCOPE = (
     "the DenseNAS code release's measurement: eager PyTorch forward of each op instance on CUDA, "
     "host wall clock (time.time()), mean of a fixed count of runs"
@@ -161,8 +163,16 @@ def import_legacy(
     for j, (src_block, v) in enumerate(zip(final.in_edges, finals)):
         col.add(space.final_signature(src_block), _number(v, f"{src}: [2][{j}] (final conv from block {src_block})"))
         summary.numbers += 1
-    col.add(space.classifier_signature(), _number(classifier_ms, f"{src}: [3] (classifier)"))
+    classifier = space.classifier_signature()
+    col.add(classifier, _number(classifier_ms, f"{src}: [3] (classifier)"))
     summary.numbers += 1
+    # Derived networks without a final conv (ResNet) classify from their last block's width;
+    # the list timed the classifier from the supernet's width only, so the others are
+    # charged nothing, as rows that say so (a LUT is complete for its space).
+    unmeasured = [sig for sig in space.unique_signatures(batch, "fp32")
+                  if sig.op == "classifier" and sig.key() not in col.values]
+    for sig in unmeasured:
+        col.add(sig, 0.0, f"{UNMEASURED_NOTE} (it timed the classifier from {classifier.c_in} channels only)")
 
     table = LatencyTable(_legacy_meta(path, text, space, batch=batch, device=device, name=name, reg10=reg10), source=src)
     for key, values in col.values.items():
@@ -181,6 +191,13 @@ def import_legacy(
     summary.missing = sorted(k for k in needed if k not in table.rows)
     if summary.extra:
         summary.notes.append(f"{len(summary.extra)} rows are measured shapes the ported space does not use")
+    if unmeasured:
+        table.meta["note"] += (f" The derived networks' classifiers from {', '.join(str(s.c_in) for s in unmeasured)} "
+                               "channels are not in the list: their rows are 0 ms, noted so.")
+        summary.notes.append(
+            f"{len(unmeasured)} classifier rows the space's derived networks use are not in the list and are "
+            "charged 0 ms: " + ", ".join(sig.key() for sig in unmeasured)
+        )
     if summary.missing:
         summary.notes.append(
             f"{len(summary.missing)} signatures the space uses are not in the list (the paper never measured them): "
@@ -198,7 +215,9 @@ def _legacy_meta(path: Path, text: str, space: SearchSpace, *, batch: int, devic
         f"Imported from the DenseNAS code release's latency list {path.name} (Apache-2.0): measured on an "
         f"{device} at batch {batch}, fp32, {space.config.num_classes} classes, {space.input_size}x{space.input_size} input. "
         "The stem number covers the whole stem (for MBV2 with the first mbconv_k3_t1); stacked layers sharing a "
-        "signature are averaged (count). No per-call overhead was separated out."
+        "signature are averaged (count). No per-call overhead was separated out. The classifier was timed only "
+        f"from {space.config.last_dim} channels to {space.config.num_classes} classes; one to another class count "
+        "is charged as this one."
     )
     if reg10:
         note += " reg10: skip_connect rows are a tenth of the first stack op (a regulariser, not a measurement)."

@@ -285,6 +285,21 @@ class LatencyTable:
                 if r.signature.op == "classifier" and replace(r.signature, c_out=sig.c_out) == sig]
         return min(same, key=lambda r: (abs(r.signature.c_out - sig.c_out), r.signature.c_out), default=None)
 
+    def charge_notes(self, signatures: Iterable[OpSignature]) -> list[str]:
+        """What a prediction over ``signatures`` should say about how some are charged: a
+        classifier charged as one to another class count, a row of 0 ms and why."""
+        notes: list[str] = []
+        for sig in dict.fromkeys(signatures):
+            stand_in = self.classifier_stand_in(sig)
+            row = self.rows.get(sig.key())
+            if stand_in is not None:
+                zero = f"; that row is 0 ms: {stand_in.note}" if stand_in.median_ms == 0.0 and stand_in.note else ""
+                notes.append(f"{sig} is charged as {stand_in.signature} (the LUT has no row for "
+                             f"{sig.c_out} classes){zero}")
+            elif row is not None and row.median_ms == 0.0 and row.note:
+                notes.append(f"{sig} is charged 0 ms: {row.note}")
+        return notes
+
     def latency_ms(self, sig: OpSignature) -> float:
         """The isolated median of ``sig`` (per-call overhead included)."""
         return self.row(sig).median_ms

@@ -84,9 +84,14 @@ def test_resnet_lists_including_reg10(legacy_dir: Path) -> None:
 
     numbers = _flatten(parse_literal((legacy_dir / "lat_list_resv2_32").read_text()))
     assert _sum_of_rows(plain) == pytest.approx(sum(numbers), rel=1e-12)
-    # derived ResNets classify from the last block's width; the paper measured only 512 -> 100
-    assert summary.missing == ["classifier|480|100|1|7x7|b32|fp32", "classifier|496|100|1|7x7|b32|fp32"]
-    assert reg_summary.missing == summary.missing
+    # derived ResNets classify from the last block's width; the paper measured only 512 -> 100,
+    # so the other two are rows of 0 ms that say so, and the LUT covers its space
+    assert summary.missing == [] and reg_summary.missing == []
+    for c_in in (480, 496):
+        row = plain.get(OpSignature("classifier", c_in, 100, 1, 7, 7, 32, "fp32"))
+        assert row.median_ms == 0.0 and row.note.startswith("not in the paper's list: charged 0 ms")
+    assert any("charged 0 ms" in n for n in plain.meta["import_notes"]) and "480, 496" in plain.meta["note"]
+    plain.require(space, batch=32)
 
 
 def test_a_list_that_does_not_fit_the_space_is_refused(legacy_dir: Path) -> None:
@@ -94,3 +99,83 @@ def test_a_list_that_does_not_fit_the_space_is_refused(legacy_dir: Path) -> None
 
     with pytest.raises(DensenasError, match=r"lat_list_resv2_32: \[1\] \(blocks\): has 20 entries, the space needs 16"):
         import_legacy(legacy_dir / "lat_list_resv2_32", SearchSpace.load("mbv2"))
+
+
+@pytest.mark.parametrize("space_name,lut,list_name", [
+    ("mbv2", "mbv2/paper-titanxp", "lat_list_densenas_mbv2_xp32"),
+    ("resnet", "resnet/paper-titanxp", "lat_list_resv2_32"),
+    ("resnet", "resnet/paper-titanxp-reg10", "lat_list_resv2_32_reg10"),
+])
+@pytest.mark.parametrize("num_classes", [None, 10])
+def test_shipped_paper_luts_give_the_papers_chained_cost_for_any_class_count(
+        legacy_dir: Path, space_name: str, lut: str, list_name: str, num_classes: int | None) -> None:
+    """The search's cost tables from a shipped paper LUT, for the space's 100 classes and for
+    the digits' 10: the classifier to 10 classes is charged as the list's one to 100, so
+    the chained cost is the paper's formula on the paper's numbers (averaged rows aside)."""
+    import torch
+
+    from densenas.cost import CostTables, chained_cost
+    from densenas.lut.store import load_lut
+    from tests.cost_helpers import random_params
+    from tests.test_cost import legacy_lists, paper_chained_cost
+
+    space = SearchSpace.load(space_name)
+    lists = legacy_lists(legacy_dir, list_name)
+    # skip_reg off: the rows as the list has them (the ResNet space's skip_reg is what the reg10 list holds)
+    tables = CostTables.build(space, "latency", lut=load_lut(lut), num_classes=num_classes, skip_reg=False)
+    assert tables.classifier == pytest.approx(lists[3], rel=1e-12)
+    for seed in range(2):
+        params = random_params(space, seed, scale=1.5)
+        got = float(chained_cost(space, tables, *params.to_tensors(dtype=torch.float64)))
+        assert got == pytest.approx(paper_chained_cost(space, lists, params), rel=5e-3)
+
+
+def test_predict_says_how_a_paper_lut_charges_the_classifier(tmp_path: Path) -> None:
+    """A derived ResNet ending 480 wide, for 1000 classes, on the paper's list: predicted,
+    with a note for the classifier the list never timed."""
+    import json
+
+    from tests.conftest import run_cli
+
+    from tests.test_arch import RESNET
+
+    net = RESNET.replace("[[256, 512], 'basic_block', [], 0, 1]", "[[256, 480], 'basic_block', [], 0, 1]")
+    arch = tmp_path / "r.json"
+    proc = run_cli("arch", "import", net, "--space", "resnet", "--classes", "1000", "--out", str(arch), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["fits_space"], proc.stdout + proc.stderr
+    proc = run_cli("predict", "--arch", str(arch), "--lut", "resnet/paper-titanxp", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["latency_ms"] > 0
+    assert report["notes"] == ["classifier(480->1000, s1, 7x7, b32, fp32) is charged as "
+                               "classifier(480->100, s1, 7x7, b32, fp32) (the LUT has no row for 1000 classes); "
+                               "that row is 0 ms: not in the paper's list: charged 0 ms (it timed the classifier "
+                               "from 512 channels only)"]
+    proc = run_cli("predict", "--arch", str(arch), "--lut", "resnet/paper-titanxp")
+    assert "note: classifier(480->1000" in proc.stdout
+
+
+def test_a_paper_lut_names_a_fix_that_exists(tmp_path: Path) -> None:
+    """The paper's backend cannot be run; what lut check prints for another space measures
+    that space into a new LUT on a built-in backend."""
+    from densenas.profilers import list_profilers
+    from tests.conftest import run_cli
+
+    proc = run_cli("lut", "check", "resnet/paper-titanxp", "--space", "mbv2-tiny", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "fill them with: densenas profile --space mbv2-tiny --backend torch-cuda --batch 32" in proc.stdout
+    assert "torch-cuda" in list_profilers() and "legacy-densenas" not in proc.stdout
+
+
+def test_a_short_search_of_a_paper_space_keeps_the_spaces_warm_up_share() -> None:
+    """`search --space resnet --lut resnet/paper-titanxp --epochs 2`: the space's 10 warm-up
+    epochs of 70 would leave no architecture epoch; a short search keeps their share instead
+    (an explicit --arch-update-epoch is still checked)."""
+    from densenas.errors import DensenasError
+    from densenas.search.settings import SearchOptions, fresh
+
+    s = fresh(SearchOptions(space="resnet", lut="resnet/paper-titanxp", epochs=2, cost="latency"))
+    assert (s.epochs, s.arch_update_epoch, s.lut_path.endswith("paper-titanxp@1.json")) == (2, 0, True)
+    assert fresh(SearchOptions(space="resnet", lut="resnet/paper-titanxp", epochs=35)).arch_update_epoch == 10
+    with pytest.raises(DensenasError, match="--arch-update-epoch 2 leaves no epoch"):
+        fresh(SearchOptions(space="resnet", lut="resnet/paper-titanxp", epochs=2, arch_update_epoch=2))
