@@ -71,7 +71,9 @@ class Arch:
         return out
 
     def validate(self) -> "Arch":
-        """Check what needs no space: known ops, chained widths, strides, input size."""
+        """Check what needs no space: known ops, chained widths, strides, input size, classes."""
+        if self.num_classes < 1:
+            raise DensenasError(f"arch: field num_classes: must be positive, got {self.num_classes}")
         if self.stem not in ("mbv2", "resnet"):
             raise DensenasError(f"arch: field stem: unknown stem {self.stem!r}")
         if self.stem == "mbv2" and not self.head_dim:
@@ -155,8 +157,6 @@ def arch_from_dict(d: Any, *, source: str = "arch.json") -> Arch:
         final_conv=None if fc is None else (f.integer(fc, "in_ch", "final_conv"), f.integer(fc, "out_ch", "final_conv")),
         extra=extra if isinstance(extra, dict) else {},
     )
-    if arch.num_classes < 1:
-        raise DensenasError(f"{source}: field num_classes: must be positive, got {arch.num_classes}")
     try:
         return arch.validate()
     except DensenasError as exc:
@@ -234,8 +234,16 @@ def to_net_config(arch: Arch) -> str:
     return "|".join(parts)
 
 
-def parse_net_config(text: str, space) -> Arch:
+def parse_net_config(text: str, space, *, num_classes: int | None = None) -> Arch:
     """Decode a paper-style net_config for a space (a ``SearchSpace``) and check that it fits."""
+    return fit_to_space(decode_net_config(text, space, num_classes=num_classes), space)
+
+
+def decode_net_config(text: str, space, *, num_classes: int | None = None) -> Arch:
+    """Decode a paper-style net_config into a whole, checked network, without requiring it
+    to be a path of ``space``: the space gives only the stem type, the input size, the
+    stem widths a config leaves out, and the class count unless ``num_classes`` is given.
+    Block ids stay unset; ``fit_to_space`` fills them where a command needs the space."""
     cfg = space.config
     entries = [parse_literal(part, source=f"net_config part {i + 1}") for i, part in enumerate(text.strip().split("|"))]
     blocks: list[ArchBlock] = []
@@ -264,7 +272,7 @@ def parse_net_config(text: str, space) -> Arch:
     arch = Arch(
         space=cfg.name,
         input_size=cfg.input_size,
-        num_classes=cfg.num_classes,
+        num_classes=cfg.num_classes if num_classes is None else num_classes,
         stem=cfg.stem,
         init_dim=init_dim,
         head_dim=head_dim if cfg.stem == "mbv2" else None,
@@ -272,10 +280,18 @@ def parse_net_config(text: str, space) -> Arch:
         final_conv=final_conv,
     )
     try:
-        arch.validate()
+        return arch.validate()
     except DensenasError as exc:
         raise DensenasError(f"net_config: {str(exc).removeprefix('arch: ')}") from None
-    return fit_to_space(arch, space)
+
+
+def try_fit(arch: Arch, space) -> tuple[Arch, str | None]:
+    """``arch`` fitted to ``space`` (block ids filled in) and None, or ``arch`` unchanged
+    and the reason it is not a path of the space."""
+    try:
+        return fit_to_space(arch, space), None
+    except DensenasError as exc:
+        return arch, str(exc)
 
 
 def fit_to_space(arch: Arch, space) -> Arch:
