@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from densenas.arch import fit_to_space
@@ -184,9 +185,12 @@ def test_validate_cli_reports_every_key_and_writes_a_png(micro, tmp_path):
     plot = tmp_path / "plots" / "scatter.png"
     before = micro["torch-cpu"].read_bytes()
     r = _cli("lut", "validate", str(micro["torch-cpu"]), "--space", str(micro["space"]), "--samples", "5",
-             "--seed", "1", "--plot", str(plot), "--remeasure-ops", "--json")
+             "--seed", "1", "--plot", str(plot), "--remeasure-ops", "--csv", str(tmp_path / "v.csv"), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
+    table = pd.read_csv(tmp_path / "v.csv")  # the same networks, one row each
+    assert list(table["measured_ms"]) == pytest.approx([n["measured_ms"] for n in d["networks"]], rel=1e-12)
+    assert list(table["net_config"]) == [n["net_config"] for n in d["networks"]]
     for key in ("samples", "mape", "within_5pct", "within_10pct", "spearman", "networks", "backend"):
         assert key in d
     assert d["samples"] == len(d["networks"]) == 5

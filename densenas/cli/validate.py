@@ -29,6 +29,8 @@ def validate(
                                 "sum-of-ops model's own error, free of drift since the LUT was measured.")] = False,
     allow_busy: Annotated[bool, typer.Option(
         "--allow-busy", help="With --calibrate: store a fit measured while other processes kept the host busy.")] = False,
+    csv_path: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Also write one row per network (net_config, predicted_ms, measured_ms, ...) to this CSV file.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict random networks from the LUT, measure them on its backend, report MAPE, ±5%/±10% shares and Spearman."""
@@ -44,6 +46,11 @@ def validate(
     for note in result.notes:
         warn(note)
     d = result.to_dict()
+    if csv_path is not None:
+        from densenas.lut.frames import validation_frame, write_frame
+
+        d["csv"] = str(write_frame(validation_frame(result), csv_path, "csv"))
+        err.print(f"wrote {csv_path}")
     if as_json:
         print_json(d)
         return
