@@ -206,8 +206,11 @@ class Design:
 
 
 def isolated_ms(table: "LatencyTable", key: str) -> float:
-    """A row's isolated cost within a network: its median less the per-call overhead."""
-    return max(table.rows[key].median_ms - table.overhead_ms, 0.0)
+    """A row's isolated cost within a network (the prior the fit starts from), as the
+    latency model defines it."""
+    from densenas.cost.latency import LatencyModel
+
+    return LatencyModel(table).isolated_cost_ms(table.rows[key])
 
 
 def design(table: "LatencyTable", archs: Sequence["Arch"], keys: Sequence[str] | None = None) -> Design:
