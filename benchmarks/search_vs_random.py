@@ -168,7 +168,8 @@ def run(args) -> dict:
 def markdown(r: dict) -> str:
     a = r["args"]
     seeds = " ".join(str(s) for s in a["seeds"])
-    cmd = (f"python benchmarks/search_vs_random.py --data {a['data']} --search-epochs {a['search_epochs']} "
+    epochs = f" --search-epochs {a['search_epochs']}" if a["search_epochs"] else ""
+    cmd = (f"python benchmarks/search_vs_random.py --data {a['data']}{epochs} "
            f"--train-epochs {a['train_epochs']} --random {a['random']} --seeds {seeds}")
     lines = [
         SECTION, "",
