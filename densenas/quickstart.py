@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from densenas.profilers import Protocol
 
 SPACE = "mbv2-tiny"
 BACKEND = "onnxruntime"
@@ -56,7 +59,8 @@ def warmup_epochs(epochs: int) -> int:
 
 
 def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None = None,
-                   seed: int | None = None, networks: int = NETWORKS, log: Callable[[str], None] = lambda _: None) -> QuickstartResult:
+                   seed: int | None = None, networks: int = NETWORKS, protocol: "Protocol | None" = None,
+                   log: Callable[[str], None] = lambda _: None) -> QuickstartResult:
     """Profile -> search -> derive -> export -> bench, writing everything under ``run_dir``.
 
     Re-running on the same directory continues where it stopped: the LUT is resumed and
@@ -79,7 +83,7 @@ def run_quickstart(run_dir: Path, *, backend: str = BACKEND, epochs: int | None 
     t = time.perf_counter()
     log(f"[1/4] profiling every op of {SPACE} on {backend} -> {lut_path}")
     refined = lut_path.exists() and "refinement" in LatencyTable.load(lut_path).meta  # a resumed run keeps its fit
-    profiled = profile_space(SPACE, backend, out=lut_path, resume=lut_path.exists(), log=log,
+    profiled = profile_space(SPACE, backend, out=lut_path, resume=lut_path.exists(), log=log, protocol=protocol,
                              networks=None if refined else networks)
     timings["profile"] = time.perf_counter() - t
 

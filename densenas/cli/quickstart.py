@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from densenas.console import err, out, print_json
+from densenas.lut.profile import ENV_PROTOCOL
 
 
 def quickstart(
@@ -17,12 +18,15 @@ def quickstart(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Search epochs (default: the space's); the weight-only warm-up keeps its share of them.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Search seed (default: the space's).")] = None,
     networks: Annotated[int, typer.Option("--networks", min=4, help="Networks the LUT's in-context costs are fitted on.")] = 48,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", envvar=ENV_PROTOCOL, help="Profiling protocol, as for `densenas profile --protocol` (e.g. fast).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Profile, search, derive, export and measure: the whole job on embedded defaults."""
+    from densenas.lut.profile import parse_protocol
     from densenas.quickstart import default_run_dir, run_quickstart
 
     result = run_quickstart(out_dir or default_run_dir(), backend=backend, epochs=epochs, seed=seed, networks=networks,
+                            protocol=parse_protocol(protocol),
                             log=lambda m: err.print(m, soft_wrap=True, markup=False))
     d = result.to_dict()
     if as_json:
