@@ -134,6 +134,7 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
     from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
 
     cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
+    _check_options(backend, cls, backend_options)
     try:
         cls_ok, reason = cls.available()
         if not cls_ok:
@@ -146,6 +147,20 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
         raise ProfilerError(f"{backend}: the backend ({cls.__module__}.{cls.__qualname__}) failed to start: "
                             f"{type(exc).__name__}: {exc}") from exc
     return prof
+
+
+def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
+    """Refuse options the backend's constructor does not take, naming them and the ones it does."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        own = sorted(n for n in params if n not in ("threads", "precision", "protocol"))
+        raise DensenasError(f"{backend} has no option {', '.join(map(repr, unknown))}; "
+                            f"its options: {', '.join(own) or 'none'}")
 
 
 def default_out_path(space: str, basename: str, batch: int, precision: str, shard: tuple[int, int] | None) -> Path:
@@ -340,8 +355,8 @@ def profile_space(
     if deployment:
         try:  # refused here, not after the ops are measured
             make_profiler(backend, threads=threads, precision=precision, protocol=protocol, **deployment)
-        except TypeError:
-            raise DensenasError(f"--deployment: {backend} has no option among {', '.join(deployment)}") from None
+        except DensenasError as exc:
+            raise DensenasError(f"--deployment: {exc}") from None
     fp = prof.fingerprint()
     basename = lut_basename(str(fp["backend"]), device_slug(str(fp.get("device_kind", "cpu")), str(fp["device"])))
     path = Path(out) if out is not None else default_out_path(space.name, basename, batch, precision, shard)
