@@ -15,6 +15,16 @@ from densenas.signature import SKIP, OpSignature, parse_op
 ARCH_SCHEMA = "densenas.arch/1"
 
 
+def stem_layers(stem: str, init_dim: int, head_dim: int | None, input_size: int) -> list[OpSignature]:
+    """The stem of every network, derived or super: a stride-2 3x3 conv, for MobileNetV2
+    followed by its first mbconv_k3_t1."""
+    fm = input_size // 2
+    if stem == "mbv2":
+        return [OpSignature("stem_relu6", 3, init_dim, 2, input_size, input_size),
+                OpSignature("mbconv_k3_t1", init_dim, head_dim, 1, fm, fm)]
+    return [OpSignature("stem_relu", 3, init_dim, 2, input_size, input_size)]
+
+
 @dataclass(frozen=True)
 class ArchBlock:
     in_ch: int
@@ -39,9 +49,12 @@ class Arch:
 
     # -- shape walk -------------------------------------------------------------------
 
+    def stem_layers(self) -> list[OpSignature]:
+        return stem_layers(self.stem, self.init_dim, self.head_dim, self.input_size)
+
     @property
     def stem_out(self) -> int:
-        return self.head_dim if self.stem == "mbv2" else self.init_dim
+        return self.stem_layers()[-1].c_out
 
     @property
     def feature_dim(self) -> int:
@@ -51,15 +64,8 @@ class Arch:
 
     def layers(self) -> list[tuple[str, int, OpSignature]]:
         """Every layer in order as (role, arch block index, signature at batch 1, fp32)."""
-        fm = self.input_size
-        out: list[tuple[str, int, OpSignature]] = []
-        if self.stem == "mbv2":
-            out.append(("stem", -1, OpSignature("stem_relu6", 3, self.init_dim, 2, fm, fm)))
-            fm //= 2
-            out.append(("stem", -1, OpSignature("mbconv_k3_t1", self.init_dim, self.head_dim, 1, fm, fm)))
-        else:
-            out.append(("stem", -1, OpSignature("stem_relu", 3, self.init_dim, 2, fm, fm)))
-            fm //= 2
+        out = [("stem", -1, sig) for sig in self.stem_layers()]
+        fm = self.input_size // 2
         for i, b in enumerate(self.blocks):
             out.append(("head", i, OpSignature(b.head_op, b.in_ch, b.out_ch, b.stride, fm, fm)))
             fm //= b.stride

@@ -7,6 +7,8 @@ when widths differ), the final 1x1 conv, the stems and the classifier.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -202,28 +204,31 @@ class Classifier(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+# The op table: per kind, its builder (spec, c_in, c_out, stride, affine) and the width
+# of the tensor it takes for a signature's c_in (a bottleneck's widths name planes).
+_OPS: dict[str, tuple[Callable[..., nn.Module], Callable[[int], int]]] = {
+    "mbconv": (lambda s, i, o, st, a: MBConv(i, o, s.kernel, st, s.expand, affine=a), int),
+    "basic_block": (lambda s, i, o, st, a: BasicBlock(i, o, st, affine=a), int),
+    "bottle_neck": (lambda s, i, o, st, a: Bottleneck(i, o, st, affine=a), bottleneck_in_channels),
+    "skip_connect": (lambda s, i, o, st, a: Skip(i, o, st, affine=a), int),
+    "conv1_1": (lambda s, i, o, st, a: ConvBNAct(i, o, 1, st, nn.ReLU6, affine=a), int),
+    "stem_relu6": (lambda s, i, o, st, a: ConvBNAct(i, o, 3, st, nn.ReLU6, affine=a), int),
+    "stem_relu": (lambda s, i, o, st, a: ConvBNAct(i, o, 3, st, nn.ReLU, affine=a), int),
+    "classifier": (lambda s, i, o, st, a: Classifier(i, o), int),
+}
+
+
 def build_op(op: str | OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool = True) -> nn.Module:
-    """The one place an op name becomes a module."""
+    """The one place an op becomes a module."""
     spec = parse_op(op) if isinstance(op, str) else op
     if stride not in (1, 2):
         raise DensenasError(f"op {spec.name}: stride must be 1 or 2, got {stride}")
-    if spec.kind == "mbconv":
-        return MBConv(c_in, c_out, spec.kernel, stride, spec.expand, affine=affine)
-    if spec.kind == "basic_block":
-        return BasicBlock(c_in, c_out, stride, affine=affine)
-    if spec.kind == "bottle_neck":
-        return Bottleneck(c_in, c_out, stride, affine=affine)
-    if spec.kind == "skip_connect":
-        return Skip(c_in, c_out, stride, affine=affine)
-    if spec.kind == "conv1_1":
-        return ConvBNAct(c_in, c_out, 1, stride, nn.ReLU6, affine=affine)
-    if spec.kind == "stem_relu6":
-        return ConvBNAct(c_in, c_out, 3, stride, nn.ReLU6, affine=affine)
-    if spec.kind == "stem_relu":
-        return ConvBNAct(c_in, c_out, 3, stride, nn.ReLU, affine=affine)
-    if spec.kind == "classifier":
-        return Classifier(c_in, c_out)
-    raise DensenasError(f"no builder for op {spec.name!r}")
+    return _OPS[spec.kind][0](spec, c_in, c_out, stride, affine)
+
+
+def build_layers(signatures: list[OpSignature], *, affine: bool = True) -> nn.Sequential:
+    """Consecutive layers of a plan (``Arch.layers``, a space's signatures) as one module."""
+    return nn.Sequential(*(build_op(s.op, s.c_in, s.c_out, s.stride, affine=affine) for s in signatures))
 
 
 def module_for_signature(sig: OpSignature) -> nn.Module:
@@ -232,5 +237,4 @@ def module_for_signature(sig: OpSignature) -> nn.Module:
 
 
 def input_shape_for_signature(sig: OpSignature) -> tuple[int, int, int, int]:
-    c = bottleneck_in_channels(sig.c_in) if sig.op == "bottle_neck" else sig.c_in
-    return (sig.batch, c, sig.h, sig.w)
+    return (sig.batch, _OPS[parse_op(sig.op).kind][1](sig.c_in), sig.h, sig.w)

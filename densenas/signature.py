@@ -16,8 +16,8 @@ from densenas.errors import DensenasError
 MBCONV_KERNELS = (3, 5, 7)
 MBCONV_EXPANDS = (1, 3, 6)
 SKIP = "skip_connect"  # the stack op that drops its layer from a derived network
-SIMPLE_KINDS = ("basic_block", "bottle_neck", SKIP, "conv1_1", "classifier")
-STEM_KINDS = ("stem_relu6", "stem_relu")
+CANDIDATE_KINDS = ("mbconv", "basic_block", "bottle_neck", SKIP)  # what a space may search over
+FIXED_KINDS = ("conv1_1", "classifier", "stem_relu6", "stem_relu")  # layers every network has where it has them
 PRECISIONS = ("fp32", "fp16")
 
 _MBCONV = re.compile(r"^mbconv_k(\d+)_t(\d+)$")
@@ -37,6 +37,10 @@ class OpSpec:
             return f"mbconv_k{self.kernel}_t{self.expand}"
         return self.kind
 
+    @property
+    def candidate(self) -> bool:
+        return self.kind in CANDIDATE_KINDS
+
     def __str__(self) -> str:
         return self.name
 
@@ -53,14 +57,14 @@ def parse_op(name: str) -> OpSpec:
                 f"unknown op {name!r}: mbconv kernels are {MBCONV_KERNELS}, expansions {MBCONV_EXPANDS}"
             )
         return OpSpec("mbconv", kernel, expand)
-    if name in SIMPLE_KINDS or name in STEM_KINDS:
+    if name != "mbconv" and name in CANDIDATE_KINDS + FIXED_KINDS:
         return OpSpec(name)
     raise DensenasError(f"unknown op {name!r}; known: {', '.join(known_ops())}")
 
 
 def known_ops() -> list[str]:
     mb = [f"mbconv_k{k}_t{t}" for k in MBCONV_KERNELS for t in MBCONV_EXPANDS]
-    return mb + list(SIMPLE_KINDS) + list(STEM_KINDS)
+    return mb + list(CANDIDATE_KINDS[1:] + FIXED_KINDS)
 
 
 @dataclass(frozen=True, order=True)

@@ -7,7 +7,7 @@ from torch import nn
 
 from densenas.arch import Arch
 from densenas.nets.init import init_weights, set_bn
-from densenas.ops import build_op
+from densenas.ops import build_layers, build_op
 
 
 class RoutingBlock(nn.Module):
@@ -26,13 +26,7 @@ class DerivedNet(nn.Module):
     def __init__(self, arch: Arch, *, bn_momentum: float = 0.1, bn_eps: float = 1e-3):
         super().__init__()
         self.arch = arch
-        if arch.stem == "mbv2":
-            self.stem = nn.Sequential(
-                build_op("stem_relu6", 3, arch.init_dim, 2),
-                build_op("mbconv_k3_t1", arch.init_dim, arch.head_dim, 1),
-            )
-        else:
-            self.stem = nn.Sequential(build_op("stem_relu", 3, arch.init_dim, 2))
+        self.stem = build_layers(arch.stem_layers())
         self.blocks = nn.Sequential(
             *(RoutingBlock(b.in_ch, b.out_ch, b.stride, b.head_op, b.stack_ops) for b in arch.blocks)
         )

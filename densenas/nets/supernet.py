@@ -16,7 +16,7 @@ from torch import nn
 
 from densenas.errors import DensenasError
 from densenas.nets.init import init_weights, set_bn
-from densenas.ops import SharedMBConv, build_op
+from densenas.ops import SharedMBConv, build_layers, build_op
 from densenas.signature import parse_op
 from densenas.space import SearchSpace
 
@@ -88,13 +88,7 @@ class SuperNet(nn.Module):
         self.space = space
         self.num_classes = num_classes or cfg.num_classes
         self.temp = cfg.softmax_temp
-        if cfg.stem == "mbv2":
-            self.stem = nn.Sequential(
-                build_op("stem_relu6", 3, cfg.init_dim, 2, affine=False),
-                build_op("mbconv_k3_t1", cfg.init_dim, cfg.head_dim, 1, affine=False),
-            )
-        else:
-            self.stem = nn.Sequential(build_op("stem_relu", 3, cfg.init_dim, 2, affine=False))
+        self.stem = build_layers(space.stem_signatures(), affine=False)
         blocks = space.blocks
         self.heads = nn.ModuleList()
         self.stacks = nn.ModuleList()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
 
+from densenas.arch import stem_layers
 from densenas.errors import DensenasError
 from densenas.signature import OpSignature
 from densenas.space.config import SpaceConfig, load_space_config
@@ -127,12 +128,7 @@ class SearchSpace:
 
     def stem_signatures(self) -> list[OpSignature]:
         c = self.config
-        if c.stem == "mbv2":
-            return [
-                OpSignature("stem_relu6", 3, c.init_dim, 2, c.input_size, c.input_size),
-                OpSignature("mbconv_k3_t1", c.init_dim, c.head_dim, 1, self.blocks[0].fm, self.blocks[0].fm),
-            ]
-        return [OpSignature("stem_relu", 3, c.init_dim, 2, c.input_size, c.input_size)]
+        return stem_layers(c.stem, c.init_dim, c.head_dim, c.input_size)
 
     def head_signature(self, dst: int, src: int, op: str) -> OpSignature:
         s, d = self.blocks[src], self.blocks[dst]
