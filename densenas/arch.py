@@ -10,19 +10,9 @@ from typing import Any
 from densenas.errors import DensenasError
 from densenas.fileio import read_json, write_json
 from densenas.literal import parse_literal
-from densenas.signature import SKIP, OpSignature, parse_op
+from densenas.signature import SKIP, OpSignature, parse_op, stem_layers
 
 ARCH_SCHEMA = "densenas.arch/1"
-
-
-def stem_layers(stem: str, init_dim: int, head_dim: int | None, input_size: int) -> list[OpSignature]:
-    """The stem of every network, derived or super: a stride-2 3x3 conv, for MobileNetV2
-    followed by its first mbconv_k3_t1."""
-    fm = input_size // 2
-    if stem == "mbv2":
-        return [OpSignature("stem_relu6", 3, init_dim, 2, input_size, input_size),
-                OpSignature("mbconv_k3_t1", init_dim, head_dim, 1, fm, fm)]
-    return [OpSignature("stem_relu", 3, init_dim, 2, input_size, input_size)]
 
 
 @dataclass(frozen=True)

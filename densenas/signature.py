@@ -111,3 +111,13 @@ class OpSignature:
 
     def __str__(self) -> str:
         return f"{self.op}({self.c_in}->{self.c_out}, s{self.stride}, {self.h}x{self.w}, b{self.batch}, {self.dtype})"
+
+
+def stem_layers(stem: str, init_dim: int, head_dim: int | None, input_size: int) -> list[OpSignature]:
+    """The stem of every network, derived or super: a stride-2 3x3 conv, for MobileNetV2
+    followed by its first mbconv_k3_t1."""
+    fm = input_size // 2
+    if stem == "mbv2":
+        return [OpSignature("stem_relu6", 3, init_dim, 2, input_size, input_size),
+                OpSignature("mbconv_k3_t1", init_dim, head_dim, 1, fm, fm)]
+    return [OpSignature("stem_relu", 3, init_dim, 2, input_size, input_size)]

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
 
-from densenas.arch import stem_layers
 from densenas.errors import DensenasError
-from densenas.signature import OpSignature
+from densenas.signature import OpSignature, stem_layers
 from densenas.space.config import SpaceConfig, load_space_config
 
 
