@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from densenas.profilers import hostinfo
 from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
+from densenas.profilers.layers import LayerTimes
 from densenas.profilers.protocol import Prepared, Protocol, run_protocol
 from densenas.profilers.stats import Measurement
 
@@ -259,7 +260,8 @@ class Profiler(ABC):
             for p in prepared.values():
                 p.close()
 
-    def _prepare_one(self, key: Hashable, factory: ModuleFactory, shape: tuple[int, ...]) -> Prepared:
+    def _build(self, key: Hashable, factory: ModuleFactory) -> nn.Module:
+        """The module ``factory`` makes, with seeded weights, in eval mode."""
         import torch
         from torch import nn
 
@@ -274,9 +276,13 @@ class Profiler(ABC):
             raise ProfilerError(
                 f"{self.name}: module_factory for {key!r} returned {type(module).__name__}, not a torch.nn.Module"
             )
+        return module.eval()
+
+    def _prepare_one(self, key: Hashable, factory: ModuleFactory, shape: tuple[int, ...]) -> Prepared:
+        module = self._build(key, factory)
         prepared: Prepared | None = None
         try:
-            prepared = self._prepare(module.eval(), shape)
+            prepared = self._prepare(module, shape)
             prepared.run(1)  # fail here, naming the op, rather than midway through a chunk
             return prepared
         except Exception as exc:
@@ -287,6 +293,28 @@ class Profiler(ABC):
             raise ProfilerError(
                 f"{self.name}: op {key!r} failed at input shape {shape}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def layer_times(self, factory: ModuleFactory, input_shape: Sequence[int], layers: Sequence[str], *,
+                    runs: int = 50) -> LayerTimes:
+        """Per-layer times of one whole network (built, seeded, by ``factory``) over ``runs``
+        runs after warm-up, as the backend's own profiler reports them; ``layers`` are
+        module paths in the network. A ProfilerError names a backend that reports none."""
+        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+            raise ProfilerError(f"{self.name}: runs must be a positive integer, got {runs!r}")
+        shape = check_input_shape(input_shape)
+        with self._activated():
+            module = self._build("network", factory)
+            try:
+                return self._layer_times(module, shape, list(layers), runs)
+            except ProfilerError:
+                raise
+            except Exception as exc:
+                raise ProfilerError(f"{self.name}: per-layer timing failed: {type(exc).__name__}: {exc}") from exc
+
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+        """Backends with a per-node or per-module profiler override this."""
+        raise ProfilerError(f"{self.name}: this backend reports no per-layer times "
+                            "(per-layer diagnostics run on onnxruntime and torch-cpu)")
 
     def overhead(self) -> Measurement:
         """The fixed cost of one call (a null op on a tiny input), measured like any op,

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from densenas.profilers.layers import LayerTimes
+
 
 class _EagerCPU(Prepared):
     def __init__(self, module: nn.Module, x: torch.Tensor) -> None:
@@ -83,6 +85,14 @@ class TorchCPUProfiler(Profiler):
         import torch
 
         return _EagerCPU(module.to("cpu", torch.float32), self.example_input(input_shape))
+
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+        import torch
+
+        from densenas.profilers.layers import from_forward_hooks
+
+        module = module.to("cpu", torch.float32)
+        return from_forward_hooks(module, self.example_input(input_shape), layers, runs=runs, warmup=max(3, runs // 5))
 
     def _fingerprint_extra(self) -> dict[str, object]:
         import torch

@@ -282,5 +282,30 @@ def refine(
         raise typer.Exit(1)
 
 
+@lut_app.command("diagnose")
+def diagnose(
+    lut: LutArg,
+    space: Annotated[str, typer.Option("--space", help="Search space whose random networks are profiled (name or YAML path).")],
+    networks: Annotated[int, typer.Option("--networks", min=1, help="Random networks to profile layer by layer.")] = 8,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Runs of each network under the profiler, after warm-up.")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the networks.")] = 0,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows to list, largest share of a network's error first.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which ops the isolated timing gets wrong: every layer of whole networks, from the backend's own profiler, beside its LUT row."""
+    from rich.progress import Progress
+
+    from densenas.lut.diagnose import diagnose_lut, print_diagnosis
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("profiling networks layer by layer", total=networks)
+        result = diagnose_lut(lut, space, networks=networks, runs=runs, seed=seed,
+                              on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print_diagnosis(result, out.print, top=top)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(lut_app, name="lut")

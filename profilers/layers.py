@@ -1,0 +1,180 @@
+"""Per-layer times of a whole network, as a backend's own profiler reports them: the
+diagnostic that shows which layers cost something else inside a network than alone.
+
+A backend reports times per node (ONNX Runtime's session profiler, a TensorRT
+``IProfiler``) or per module (forward hooks on eager PyTorch); ``LayerTimes`` carries
+them per layer of the network, named by the layer's module path, with what no layer
+owns (layout reorders between layers, the graph's own copies) kept apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+OTHER = "(no layer)"
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """Median time per run of each layer (ms), of what no layer owns, and of all of it,
+    over ``runs`` runs of the whole network after warm-up."""
+
+    per_layer_ms: dict[str, float]
+    other_ms: float
+    total_ms: float
+    runs: int
+    source: str
+    other_parts: dict[str, float]  # what ``other_ms`` is made of, by node type or name
+
+    def to_dict(self) -> dict[str, object]:
+        return {"per_layer_ms": self.per_layer_ms, "other_ms": self.other_ms, "total_ms": self.total_ms,
+                "runs": self.runs, "source": self.source, "other_parts": self.other_parts}
+
+
+def module_path(node_name: str) -> str | None:
+    """The module path an exported ONNX node came from, read off its scoped name:
+    ``/blocks/blocks.0/head/op/Conv`` and ``/blocks/blocks.0/blocks.0.head/Conv`` both
+    give ``blocks.0.head.op``-style paths. A name without a scope (a node the runtime
+    inserted, such as a layout reorder) gives None. Text before the first ``/`` (a
+    fusion's prefix) and the last segment (the node's own type and counter) are dropped."""
+    start = node_name.find("/")
+    if start < 0:
+        return None
+    segments = [s for s in node_name[start + 1:].split("/")[:-1] if s]
+    parts: list[str] = []
+    for seg in segments:
+        prefix = ".".join(parts)
+        if parts and seg.startswith(prefix + "."):  # a segment spelling the full path so far
+            parts = seg.split(".")
+        else:
+            parts.extend(seg.split("."))
+    return ".".join(parts) or None
+
+
+def owner(path: str | None, layers: Sequence[str]) -> str | None:
+    """The layer (a module path of ``layers``) that ``path`` lies in, the deepest one if
+    several do; None when none does."""
+    if path is None:
+        return None
+    best: str | None = None
+    for layer in layers:
+        if (path == layer or path.startswith(layer + ".")) and (best is None or len(layer) > len(best)):
+            best = layer
+    return best
+
+
+def summarise(runs: Sequence[Mapping[str, float]], layers: Sequence[str], source: str,
+              other_parts: Sequence[Mapping[str, float]] = ()) -> LayerTimes:
+    """Per-run times of each layer (``OTHER`` for what no layer owns) -> medians."""
+    if not runs:
+        raise ValueError("no runs to summarise")
+    per_layer = {name: statistics.median(r.get(name, 0.0) for r in runs) for name in layers}
+    other = statistics.median(r.get(OTHER, 0.0) for r in runs)
+    total = statistics.median(sum(r.values()) for r in runs)
+    parts: dict[str, float] = {}
+    if other_parts:
+        names = sorted({k for p in other_parts for k in p})
+        parts = {k: statistics.median(p.get(k, 0.0) for p in other_parts) for k in names}
+    return LayerTimes(per_layer, other, total, len(runs), source, parts)
+
+
+# -- ONNX Runtime's session profiler -------------------------------------------------------
+
+
+def from_ort_trace(events: Iterable[Mapping[str, object]], layers: Sequence[str], *, skip_runs: int = 0) -> LayerTimes:
+    """Per-layer times from an ONNX Runtime profiling trace (``SessionOptions.enable_profiling``):
+    each node's ``*_kernel_time`` event falls in one ``model_run`` window; the first
+    ``skip_runs`` runs (warm-up) are dropped."""
+    run_windows: list[tuple[float, float]] = []
+    nodes: list[tuple[float, float, str, str]] = []
+    for e in events:
+        name, cat = str(e.get("name", "")), e.get("cat")
+        ts, dur = float(e.get("ts", 0.0)), float(e.get("dur", 0.0))  # microseconds
+        if cat == "Session" and name == "model_run":
+            run_windows.append((ts, ts + dur))
+        elif cat == "Node" and name.endswith("_kernel_time"):
+            args = e.get("args")
+            op = str(args.get("op_name", "?")) if isinstance(args, Mapping) else "?"
+            nodes.append((ts, dur, name[: -len("_kernel_time")], op))
+    run_windows.sort()
+    nodes.sort()
+    per_run: list[dict[str, float]] = [{} for _ in run_windows]
+    parts: list[dict[str, float]] = [{} for _ in run_windows]
+    owners: dict[str, str | None] = {}
+    w = 0
+    for ts, dur, node, op in nodes:
+        while w < len(run_windows) and ts > run_windows[w][1]:
+            w += 1
+        if w == len(run_windows):
+            break
+        if ts < run_windows[w][0]:
+            continue  # a node event outside any run (session initialisation)
+        if node not in owners:
+            owners[node] = owner(module_path(node), layers)
+        layer = owners[node] or OTHER
+        per_run[w][layer] = per_run[w].get(layer, 0.0) + dur * 1e-3
+        if layer == OTHER:
+            parts[w][op] = parts[w].get(op, 0.0) + dur * 1e-3
+    kept = slice(skip_runs, None)
+    return summarise(per_run[kept], layers, "ONNX Runtime session profiler: kernel time of each node", parts[kept])
+
+
+# -- eager PyTorch: forward hooks ------------------------------------------------------------
+
+
+def from_forward_hooks(module: "nn.Module", x: "torch.Tensor", layers: Sequence[str], *, runs: int, warmup: int,
+                       sync: Callable[[], None] = lambda: None) -> LayerTimes:
+    """Per-layer times of eager ``module(x)`` from forward pre/post hooks on each layer's
+    module (host clock; ``sync`` waits for a device). What lies between the layers
+    (the network's own glue) is ``OTHER``: the whole forward less the layers."""
+    import torch
+
+    named = dict(module.named_modules())
+    missing = [name for name in layers if name not in named]
+    if missing:
+        raise ValueError(f"no module named {missing[0]!r} in {type(module).__name__}")
+    current: dict[str, float] = {}
+    started: dict[str, int] = {}
+
+    def pre(name: str) -> Callable[..., None]:
+        def hook(_mod: "nn.Module", _args: object) -> None:
+            sync()
+            started[name] = time.perf_counter_ns()
+        return hook
+
+    def post(name: str) -> Callable[..., None]:
+        def hook(_mod: "nn.Module", _args: object, _out: object) -> None:
+            sync()
+            current[name] = current.get(name, 0.0) + (time.perf_counter_ns() - started[name]) * 1e-6
+        return hook
+
+    handles = []
+    for name in layers:
+        handles.append(named[name].register_forward_pre_hook(pre(name)))
+        handles.append(named[name].register_forward_hook(post(name)))
+    per_run: list[dict[str, float]] = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                current.clear()
+                sync()
+                t0 = time.perf_counter_ns()
+                module(x)
+                sync()
+                whole = (time.perf_counter_ns() - t0) * 1e-6
+                if i >= warmup:
+                    run = dict(current)
+                    run[OTHER] = max(0.0, whole - sum(current.values()))
+                    per_run.append(run)
+    finally:
+        for h in handles:
+            h.remove()
+    return summarise(per_run, layers, "forward pre/post hooks on each layer's module, host clock")
