@@ -18,7 +18,6 @@ MBCONV_EXPANDS = (1, 3, 6)
 SKIP = "skip_connect"  # the stack op that drops its layer from a derived network
 CANDIDATE_KINDS = ("mbconv", "basic_block", "bottle_neck", SKIP)  # what a space may search over
 FIXED_KINDS = ("conv1_1", "classifier", "stem_relu6", "stem_relu")  # layers every network has where it has them
-PRECISIONS = ("fp32", "fp16")
 
 _MBCONV = re.compile(r"^mbconv_k(\d+)_t(\d+)$")
 

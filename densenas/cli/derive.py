@@ -23,10 +23,10 @@ def derive(
     lut: Annotated[Optional[str], typer.Option(
         "--lut", help="LUT file or shipped name: predicts latency, and is the cost of --budget.")] = None,
     budget: Annotated[Optional[float], typer.Option(
-        "--budget", help="Most probable network whose cost is within this (ms for latency, M MACs for flops), "
-                         "found exactly.")] = None,
+        "--budget", help="Most probable network whose cost is within this (ms for latency, M MACs for flops, "
+                         "M params for params), found exactly.")] = None,
     cost: Annotated[str, typer.Option(
-        "--cost", help="What --budget limits: latency (needs --lut) or flops.")] = "latency",
+        "--cost", help="What --budget limits: latency (needs --lut), flops or params.")] = "latency",
     num_classes: Annotated[Optional[int], typer.Option(
         "--num-classes", min=1, help="Classes of the derived network (default: the run's, else the space's).")] = None,
     out_path: Annotated[Optional[Path], typer.Option(
@@ -34,11 +34,10 @@ def derive(
     as_json: JsonOpt = False,
 ) -> None:
     """Derive a network (arch.json): Viterbi route and argmax ops, or the most probable one within --budget."""
+    from densenas.choices import CostType
     from densenas.derive import load_derive_inputs, run_derive
-    from densenas.errors import DensenasError
 
-    if cost not in ("latency", "flops"):
-        raise DensenasError(f"--cost must be latency or flops, got {cost!r}")
+    CostType.parse(cost, "--cost")
     inputs = load_derive_inputs(run=run, arch_params=arch_params, space=space, lut=lut, num_classes=num_classes)
     target = out_path or (run / "arch.json" if run is not None else Path("arch.json"))
     report = run_derive(inputs, target, budget=budget, cost_type=cost)

@@ -21,16 +21,16 @@ def predict(
     space: Annotated[Optional[str], typer.Option(
         "--space", help="The soft architecture's space: a shipped name or a YAML path.")] = None,
     lut: Annotated[Optional[str], typer.Option("--lut", help="LUT file or shipped name (SPACE/BACKEND-DEVICE[@N]).")] = None,
-    cost: Annotated[str, typer.Option("--cost", help="For --arch-params: latency (needs --lut) or flops.")] = "latency",
+    cost: Annotated[str, typer.Option("--cost", help="For --arch-params: latency (needs --lut), flops or params.")] = "latency",
     as_json: JsonOpt = False,
 ) -> None:
     """Predicted latency per block (--arch), or a soft architecture's chained cost beside its derived network's."""
+    from densenas.choices import CostType
     from densenas.errors import DensenasError
 
     if (arch is None) == (arch_params is None):
         raise DensenasError("give either --arch arch.json or --arch-params FILE --space SPACE")
-    if cost not in ("latency", "flops"):
-        raise DensenasError(f"--cost must be latency or flops, got {cost!r}")
+    CostType.parse(cost, "--cost")
     if arch is not None:
         _predict_arch(arch, lut, cost, as_json)
     else:
@@ -44,7 +44,7 @@ def _predict_arch(arch_path: Path, lut: str | None, cost: str, as_json: bool) ->
     from densenas.lut.store import load_lut
 
     if cost != "latency":
-        raise DensenasError("--cost flops applies to --arch-params; `densenas arch show` gives a derived network's MACs")
+        raise DensenasError(f"--cost {cost} applies to --arch-params; `densenas arch show` gives a derived network's MACs and params")
     if lut is None:
         raise DensenasError("predicting a derived network's latency needs --lut (a LUT file or a shipped name)")
     arch, table = load_arch(arch_path), load_lut(lut)

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from densenas.cli.common import DeviceOpt, JsonOpt, NprocOpt, OutOpt, ResumeOpt, WorkersOpt, main_result, relaunch
 from densenas.console import out, print_json
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ArchOpt = Annotated[Optional[Path], typer.Option("--arch", help="arch.json of a searched network.")]
 ModelOpt = Annotated[
     Optional[str],
@@ -21,11 +21,10 @@ ModelOpt = Annotated[
 DataOpt = Annotated[
     str, typer.Option("--data", help="'digits' (built in), an image folder with train/ and val/, or a packed LMDB directory.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (under torchrun: each rank's own GPU).")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Data-loading processes (default: 0 for digits).")]
 
 
 def train(
+    ctx: typer.Context,
     arch: ArchOpt = None,
     model: ModelOpt = None,
     data: DataOpt = "digits",
@@ -38,13 +37,11 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the cosine schedule.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seeds the initialisation, the batch order and the digits split.")] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size (default: the arch's; 32 for --model).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default: runs/train/NAME-TIME).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    out_dir: OutOpt = None,
+    resume: ResumeOpt = False,
     device: DeviceOpt = "cpu",
     workers: WorkersOpt = None,
-    nproc: Annotated[
-        Optional[int], typer.Option("--nproc", help="Run N processes with torch.distributed on this host (NCCL on GPUs, gloo on CPU).")
-    ] = None,
+    nproc: NprocOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a network from scratch with the paper's retraining recipe.
@@ -57,32 +54,16 @@ def train(
         arch=arch, model=model, data=data, config=config, run_dir=out_dir, resume=resume, device=device,
         workers=workers, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, image_size=image_size,
     )
-    from densenas.search.distributed import launch, launched_by_torchrun
+    from densenas.search.distributed import launched_by_torchrun
 
     if nproc is not None and not launched_by_torchrun():
-        if nproc < 1:
-            raise DensenasError(f"--nproc must be at least 1, got {nproc}")
-        if job.recipe.batch_size % nproc:
+        if nproc > 0 and job.recipe.batch_size % nproc:
             raise DensenasError(f"--batch-size {job.recipe.batch_size} does not split evenly over --nproc {nproc}")
-        run_dir = job.run_dir or default_run_dir(job)
-        passed = {"--arch": arch, "--model": model, "--data": data, "--config": config, "--epochs": epochs,
-                  "--batch-size": batch_size, "--lr": lr, "--seed": seed, "--image-size": image_size,
-                  "--out": run_dir, "--device": device, "--workers": workers}
-        argv = ["train", *(x for k, v in passed.items() if v is not None for x in (k, str(v)))]
-        argv += ["--resume"] * resume + ["--json"] * as_json
-        code = launch(nproc, argv)
-        if code:
-            raise typer.Exit(code)
-        return
-    from densenas.train.trainer import is_main_process, train as run_training
+        return relaunch(ctx, nproc, device, out_dir=job.run_dir or default_run_dir(job))
+    from densenas.train.trainer import train as run_training
 
-    try:
-        result = run_training(job)
-    except DensenasError:
-        if is_main_process():
-            raise
-        raise typer.Exit(2) from None  # rank 0 says it; the others leave quietly
-    if not is_main_process():
+    result = main_result(lambda: run_training(job))
+    if result is None:
         return
     if as_json:
         print_json(result)

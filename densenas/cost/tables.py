@@ -12,12 +12,11 @@ from typing import Any, Callable
 
 import torch
 
+from densenas.choices import CostType
 from densenas.cost.latency import LatencyModel
 from densenas.errors import DensenasError
 from densenas.signature import SKIP, OpSignature
 from densenas.space import SearchSpace
-
-COST_TYPES = ("latency", "flops", "params")
 
 
 @dataclass
@@ -64,8 +63,7 @@ class CostTables:
     @classmethod
     def build(cls, space: SearchSpace, cost_type: str = "latency", *, lut=None, batch: int | None = None,
               precision: str | None = None, num_classes: int | None = None, skip_reg: bool | None = None) -> "CostTables":
-        if cost_type not in COST_TYPES:
-            raise DensenasError(f"unknown cost type {cost_type!r}; choose one of {', '.join(COST_TYPES)}")
+        CostType.parse(cost_type, "the cost type")
         skip_reg = space.config.search.cost.skip_reg if skip_reg is None else skip_reg
         if cost_type == "latency":
             if lut is None:

@@ -12,12 +12,12 @@ and which calibration go in.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from densenas.choices import Precision
 from densenas.errors import DensenasError
-from densenas.signature import PRECISIONS
 
 # A finite float (JSON integers accepted, booleans refused) and a non-negative one.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -90,7 +90,7 @@ class Provenance(_Model):
     backend_version: str | None = None
     device: str = "unknown"
     threads: Count | None = None
-    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
+    precision: Annotated[Precision, Field(strict=False)] = Precision.FP32  # not strict: a file holds the value, not a member
     batch: Count = 1
     input_size: Count | None = None
     overhead_ms: NonNegative | None = None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from densenas import __version__ as densenas_version
+from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.lut.store import (
     DEFAULT_CALIBRATION,
@@ -27,7 +28,7 @@ from densenas.lut.store import (
     fingerprint_differences,
     lut_basename,
 )
-from densenas.signature import PRECISIONS, OpSignature
+from densenas.signature import OpSignature
 
 if TYPE_CHECKING:
     from densenas.profilers import Profiler, Protocol
@@ -129,8 +130,7 @@ def make_profiler(backend: str, *, threads: int | None, precision: str, protocol
     here (ProfilerUnavailable otherwise, one line with the fix)."""
     from densenas.profilers import get_profiler_class, hostinfo
 
-    if precision not in PRECISIONS:
-        raise DensenasError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    Precision.parse(precision, "--precision")
     from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
 
     cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones

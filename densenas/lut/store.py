@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from densenas import paths
+from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.fileio import read_text, write_text
 from densenas.lut.meta import Calibration, Provenance, Refinement, validated
-from densenas.signature import PRECISIONS, OpSignature, parse_op
+from densenas.signature import OpSignature, parse_op
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,8 +122,7 @@ class LutRow:
         ints: dict[str, int] = {}
         for name in ("c_in", "c_out", "stride", "h", "w", "batch"):
             ints[name] = _int_field(d[name], f"{where}: field {name!r}", minimum=1)
-        if d["dtype"] not in PRECISIONS:
-            raise DensenasError(f"{where}: field 'dtype' must be one of {', '.join(PRECISIONS)}, got {d['dtype']!r}")
+        Precision.parse(d["dtype"], f"{where}: field 'dtype'")
         sig = OpSignature(op, ints["c_in"], ints["c_out"], ints["stride"], ints["h"], ints["w"], ints["batch"], d["dtype"])
         if "key" in d and d["key"] != sig.key():
             raise DensenasError(f"{where}: field 'key' is {d['key']!r} but the row's fields give {sig.key()!r}")

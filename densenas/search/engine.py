@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from densenas.choices import CostType
 from densenas.errors import DensenasError
 from densenas.fileio import write_json
 from densenas.search import distributed as D
@@ -99,8 +100,8 @@ class SearchResult:
             "tensorboard": str(self.files.tensorboard),
             "latency_ms": s.get("derived_latency_ms"),
             "expected_latency_ms": s.get("expected_latency_ms"),
-            "target_latency_ms": self.settings.target_latency_ms,
-            "cost_type": self.settings.cost_type,
+            "target_latency_ms": self.settings.target_latency,
+            "cost_type": self.settings.cost,
             "expected_cost": s.get("expected_cost"),
             "derived_cost": s.get("derived_cost"),
             "cost_unit": s.get("cost_unit"),
@@ -126,12 +127,10 @@ def run_search(options: SearchOptions, *, progress: bool = True) -> SearchResult
             except DensenasError as exc:
                 error = str(exc)
         # rank 0 resolves (its clock names the run directory); the others take its answer
-        payload = D.broadcast_object(ctx, (None if settings is None else settings.to_dict(),
-                                           None if run_dir is None else str(run_dir), error))
-        if payload[2] is not None:
-            raise DensenasError(payload[2])
-        settings = RunSettings.from_dict(payload[0], source="settings")
-        engine = SearchEngine(settings, Path(payload[1]), ctx, resume=options.resume,
+        settings, run_dir, error = D.broadcast_object(ctx, (settings, run_dir, error))
+        if error is not None:
+            raise DensenasError(error)
+        engine = SearchEngine(settings, run_dir, ctx, resume=options.resume,
                               workers=options.workers, progress=progress)
         return engine.run()
 
@@ -148,7 +147,7 @@ def check(options: SearchOptions, *, world_size: int) -> tuple[RunSettings, Path
     space = SearchSpace.load(settings.space_path)
     num_classes = describe_data(settings.data, image_size=space.input_size, seed=settings.seed)["num_classes"]
     lut = load_lut(settings.lut_path) if settings.lut_path else None
-    CostTables.build(space, settings.cost_type, lut=lut, num_classes=num_classes)
+    CostTables.build(space, settings.cost, lut=lut, num_classes=num_classes)
     return settings, run_dir
 
 
@@ -161,7 +160,6 @@ class SearchEngine:
         from densenas.data import build_loaders
         from densenas.lut.store import load_lut
         from densenas.nets import SuperNet
-        from densenas.space.config import SearchSettings
         from densenas.space.graph import SearchSpace
 
         self.settings = settings
@@ -170,7 +168,7 @@ class SearchEngine:
         self.device = ctx.device
         self.show = progress and ctx.is_main
         self.space = SearchSpace.load(settings.space_path)
-        self.cfg = SearchSettings.model_validate(settings.search) if settings.search else self.space.config.search
+        self.cfg = settings.search
         self.lut = load_lut(settings.lut_path) if settings.lut_path else None
         _seed_everything(settings.seed)
         self.data = build_loaders(settings.data, image_size=self.space.input_size, batch_size=settings.batch_size,
@@ -178,12 +176,12 @@ class SearchEngine:
                                   device=str(self.device))
         self.num_classes = self.data.num_classes
         # the LUT is checked against every op here, before any training
-        self.cost_tables = CostTables.build(self.space, settings.cost_type, lut=self.lut,
+        self.cost_tables = CostTables.build(self.space, settings.cost, lut=self.lut,
                                             num_classes=self.num_classes).to(self.device)
-        if settings.cost_type == "latency":
+        if settings.cost == CostType.LATENCY:
             self.latency_tables = self.cost_tables
         elif self.lut is not None:
-            self.latency_tables = CostTables.build(self.space, "latency", lut=self.lut,
+            self.latency_tables = CostTables.build(self.space, CostType.LATENCY, lut=self.lut,
                                                    num_classes=self.num_classes).to(self.device)
         else:
             self.latency_tables = None
@@ -201,7 +199,7 @@ class SearchEngine:
             raise DensenasError(f"--data {settings.data}: too few images for one batch of {settings.batch_size} per process")
         self.sched = cosine_schedule(self.wopt, settings.epochs * self.weight_steps, self.cfg.weight.min_lr)
         self.sampler = PathSampler(settings.seed)
-        self.objective = CostObjective(settings.sub_loss_factor, settings.log_base, settings.target_latency_ms)
+        self.objective = CostObjective(settings.sub_loss_factor, self.cfg.cost.log_base, settings.target_latency)
         self.history: list[dict[str, Any]] = []
         self.initial: dict[str, Any] = {}
         self.start_epoch = 0
@@ -279,7 +277,7 @@ class SearchEngine:
                 searching = epoch >= s.arch_update_epoch
                 arch = self._arch_epoch(epoch) if searching else {}
                 train = self._weight_epoch(epoch, searching)
-                val = self._validate(epoch) if epoch >= s.val_start_epoch else {}
+                val = self._validate(epoch) if epoch >= self.cfg.val_start_epoch else {}
                 rank_check = self._rank_check()
                 record = {"epoch": epoch, "searching": searching, **train, **arch, **val, **rank_check}
                 if self.ctx.is_main:
@@ -287,7 +285,7 @@ class SearchEngine:
                     record["seconds"] = time.perf_counter() - e0
                     self.history.append(record)
                     self._write_epoch(epoch, record, writer)
-                    epoch_report(record, s.epochs, s.cost_type)
+                    epoch_report(record, s.epochs, s.cost)
                     if epoch >= s.arch_update_epoch and at_chance(record.get("argmax_path_val_top1"), self.num_classes):
                         warn(f"the supernet is at chance after the warm-up (its argmax path {record['argmax_path_val_top1']:.1f}%, "
                              f"chance {100 / self.num_classes:.0f}%): its accuracy gradients are noise and the search "
@@ -584,16 +582,16 @@ class SearchEngine:
     def _header(self) -> None:
         s = self.settings
         lut = f"LUT {s.lut}" if s.lut else "no LUT"
-        target = f", target {s.target_latency_ms:g} ms" if s.target_latency_ms else ""
+        target = f", target {s.target_latency:g} ms" if s.target_latency else ""
         dist = f", {self.ctx.world_size} processes ({self.ctx.backend})" if self.ctx.enabled else ""
         what = "resuming" if self.start_epoch else "searching"
         say(f"[bold]{what}[/bold] space {s.space} on {self.data.name} ({self.num_classes} classes), {lut}, "
-            f"cost {s.cost_type} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
+            f"cost {s.cost} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
             f"(arch updates from epoch {s.arch_update_epoch}), batch {s.batch_size}, seed {s.seed}, "
             f"device {self.device}{dist}")
         say(f"run directory: {self.files.root}" + (f" (from epoch {self.start_epoch + 1})" if self.start_epoch else ""))
         if self.start_epoch == 0:
-            say(f"initial: {cost_text(self.initial, s.cost_type)}")
+            say(f"initial: {cost_text(self.initial, s.cost)}")
 
     def _progress(self, label: str, total: int) -> ProgressScope:
         return ProgressScope(label, total, enabled=self.show)

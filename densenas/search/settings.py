@@ -1,5 +1,6 @@
-"""A search's settings: what the user asked for, resolved once against the space's
-``search:`` section (or, on ``--resume``, against the run being resumed).
+"""A search's settings: what the user asked for (``SearchOptions``), resolved once against
+the space's ``search:`` section, or on ``--resume`` against the run being resumed
+(``RunSettings``). An option has one name from the command line to the run's files.
 
 Resolution checks everything that can be checked before a process group, a network or
 a data loader exists, so a mistake is one line and no training starts.
@@ -8,54 +9,61 @@ a data loader exists, so a mistake is one line and no training starts.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
+from densenas.choices import CostType
 from densenas.errors import DensenasError
+from densenas.space.config import SearchSettings
+from densenas.yamlfile import Strict, options_checked, validate
 
 DEFAULT_SPACE = "mbv2-tiny"
 DEFAULT_DATA = "digits"
 # Preference order for a space's shipped CPU LUT when --lut is left out.
 DEFAULT_LUT_BACKENDS = ("onnxruntime-cpu", "torch-cpu", "torch-cpu-cpu")
 CHECKPOINT = "checkpoint.pt"
+SETTINGS_VERSION = 2
 
 
-@dataclass(frozen=True)
-class SearchOptions:
+class SearchOptions(Strict):
     """What the command line says; ``None`` means "the space's default" (or, on resume,
-    the run's own value)."""
+    the run's own value). A bad value is refused here, naming its option."""
 
     space: str | None = None
     lut: str | None = None
     data: str | None = None
-    epochs: int | None = None
-    arch_update_epoch: int | None = None
-    batch_size: int | None = None
-    cost: str | None = None
-    sub_loss_factor: float | None = None
-    target_latency: float | None = None
-    out: str | None = None
+    epochs: int | None = Field(None, ge=1)
+    arch_update_epoch: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    cost: CostType | None = None
+    sub_loss_factor: float | None = Field(None, ge=0)
+    target_latency: float | None = Field(None, gt=0)  # ms
+    out: Path | None = None
     resume: bool = False
     seed: int | None = None
     device: str = "cpu"
-    workers: int | None = None
-    max_steps: int | None = None  # a developer's knob: cap steps per phase and epoch
+    workers: int | None = Field(None, ge=0)
+    max_steps: int | None = Field(None, ge=1)  # a developer's knob: cap steps per phase and epoch
+
+    def __init__(self, **options: Any) -> None:
+        with options_checked(options):
+            super().__init__(**options)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise ValueError(f"must be cpu or cuda, got {device!r}")
+        return device
 
 
-# Options that change results: on --resume, giving one that differs from the run is refused.
-_RESULT_OPTIONS = {
-    "space": "space", "lut": "lut", "data": "data", "epochs": "epochs",
-    "arch_update_epoch": "arch_update_epoch", "batch_size": "batch_size", "cost": "cost_type",
-    "sub_loss_factor": "sub_loss_factor", "target_latency": "target_latency_ms", "seed": "seed",
-    "max_steps": "max_steps",
-}
+class RunSettings(Strict):
+    """Every number a search runs with (recorded in run.json and the checkpoint): the
+    options that change results, under their option names, and the space's search section."""
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Every number a search runs with (recorded in run.json and the checkpoint)."""
-
+    version: Literal[2] = SETTINGS_VERSION
     space: str
     space_path: str
     lut: str | None
@@ -63,29 +71,41 @@ class RunSettings:
     data: str
     epochs: int
     arch_update_epoch: int
-    val_start_epoch: int
     batch_size: int  # per process
-    cost_type: str
+    cost: CostType
     sub_loss_factor: float
-    log_base: float
-    target_latency_ms: float | None
+    target_latency: float | None
     seed: int
-    sample_policy: str
-    weight_sample_num: int
     max_steps: int | None
     world_size: int = 1
-    search: dict[str, Any] = field(default_factory=dict)  # the space's search section, resolved
+    search: SearchSettings
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> "RunSettings":
-        names = {f.name for f in fields(cls)}
-        missing = names - set(d) - {"world_size", "search"}
-        if missing:
-            raise DensenasError(f"{source}: field settings lacks {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        if not isinstance(d, dict):
+            raise DensenasError(f"{source}: field settings: expected a mapping")
+        return validate(cls, d if "version" in d else _from_v1(d), f"{source} settings")
+
+
+# The options a resumed search must not change: those the run records.
+_RECORDED = [name for name in SearchOptions.model_fields if name in RunSettings.model_fields]
+
+# Before versioning, two options had other names and four values of the space's search
+# section were repeated at the top level (copies of the same values).
+_V1_NAMES = {"cost_type": "cost", "target_latency_ms": "target_latency"}
+_V1_COPIES = ("val_start_epoch", "log_base", "sample_policy", "weight_sample_num")
+
+
+def _from_v1(d: dict[str, Any]) -> dict[str, Any]:
+    new = {_V1_NAMES.get(k, k): v for k, v in d.items() if k not in _V1_COPIES}
+    if not new.get("search") and isinstance(d.get("space_path"), str):
+        from densenas.space.config import load_space_config
+
+        new["search"] = load_space_config(d["space_path"]).search.model_dump()  # what the engine then read
+    return {**new, "version": SETTINGS_VERSION}
 
 
 def default_lut(space: str) -> str:
@@ -132,70 +152,38 @@ def resolve(options: SearchOptions, *, world_size: int = 1) -> tuple[RunSettings
 
 
 def fresh(options: SearchOptions, *, world_size: int = 1) -> RunSettings:
+    """The settings of a new search: each option given, else the space's value."""
     from densenas.lut.store import resolve_lut
     from densenas.space.config import resolve_space_path
     from densenas.space.graph import SearchSpace
 
-    space_name = options.space or DEFAULT_SPACE
-    space_path = resolve_space_path(space_name)
+    o = options
+    space_path = resolve_space_path(o.space or DEFAULT_SPACE)
     space = SearchSpace.load(str(space_path))
     cfg = space.config.search
-    cost_type = options.cost or cfg.cost.type
-    if cost_type not in ("latency", "flops", "params"):
-        raise DensenasError(f"--cost must be latency or flops, got {cost_type!r}")
-    lut = options.lut
-    if lut is None and cost_type == "latency":
-        lut = default_lut(space.name)
-    lut_path = str(resolve_lut(lut)) if lut is not None else None
-    epochs = options.epochs if options.epochs is not None else cfg.epochs
-    arch_update = options.arch_update_epoch if options.arch_update_epoch is not None else cfg.arch_update_epoch
-    if options.arch_update_epoch is None and arch_update >= epochs:
+    cost = o.cost or cfg.cost.type
+    lut = o.lut if o.lut is not None or cost != CostType.LATENCY else default_lut(space.name)
+    epochs = cfg.epochs if o.epochs is None else o.epochs
+    arch_update = cfg.arch_update_epoch if o.arch_update_epoch is None else o.arch_update_epoch
+    if o.arch_update_epoch is None and arch_update >= epochs:
         arch_update = warmup_share(cfg, epochs)  # a search shorter than the space's warm-up keeps its share
-    batch = options.batch_size if options.batch_size is not None else cfg.batch_size
-    factor = options.sub_loss_factor if options.sub_loss_factor is not None else cfg.cost.sub_loss_factor
-    _positive("--epochs", epochs)
-    _positive("--batch-size", batch)
-    if arch_update < 0:
-        raise DensenasError(f"--arch-update-epoch must be >= 0, got {arch_update}")
     if arch_update >= epochs:
         raise DensenasError(
             f"--arch-update-epoch {arch_update} leaves no epoch with architecture updates "
             f"(--epochs is {epochs}); it must be below the number of epochs"
         )
-    if factor < 0:
-        raise DensenasError(f"--sub-loss-factor must be >= 0, got {factor}")
-    target = options.target_latency
-    if target is not None:
-        if cost_type != "latency":
-            raise DensenasError(f"--target-latency steers the latency cost; it cannot be used with --cost {cost_type}")
-        if not target > 0:
-            raise DensenasError(f"--target-latency must be a positive number of milliseconds, got {target}")
+    factor = cfg.cost.sub_loss_factor if o.sub_loss_factor is None else o.sub_loss_factor
+    if o.target_latency is not None:
+        if cost != CostType.LATENCY:
+            raise DensenasError(f"--target-latency steers the latency cost; it cannot be used with --cost {cost}")
         if factor == 0:
             raise DensenasError("--target-latency needs a positive --sub-loss-factor to steer with")
-    if options.max_steps is not None:
-        _positive("--max-steps", options.max_steps)
-    if options.workers is not None and options.workers < 0:
-        raise DensenasError(f"--workers must be >= 0, got {options.workers}")
     return RunSettings(
-        space=space.name,
-        space_path=str(space_path),
-        lut=lut,
-        lut_path=lut_path,
-        data=options.data or DEFAULT_DATA,
-        epochs=epochs,
-        arch_update_epoch=arch_update,
-        val_start_epoch=cfg.val_start_epoch,
-        batch_size=batch,
-        cost_type=cost_type,
-        sub_loss_factor=float(factor),
-        log_base=cfg.cost.log_base,
-        target_latency_ms=None if target is None else float(target),
-        seed=options.seed if options.seed is not None else cfg.seed,
-        sample_policy=cfg.sample_policy,
-        weight_sample_num=cfg.weight_sample_num,
-        max_steps=options.max_steps,
-        world_size=world_size,
-        search=cfg.model_dump(),
+        space=space.name, space_path=str(space_path), lut=lut,
+        lut_path=str(resolve_lut(lut)) if lut is not None else None, data=o.data or DEFAULT_DATA, epochs=epochs,
+        arch_update_epoch=arch_update, batch_size=cfg.batch_size if o.batch_size is None else o.batch_size,
+        cost=cost, sub_loss_factor=factor, target_latency=o.target_latency,
+        seed=cfg.seed if o.seed is None else o.seed, max_steps=o.max_steps, world_size=world_size, search=cfg,
     )
 
 
@@ -205,28 +193,20 @@ def warmup_share(search: Any, epochs: int) -> int:
     return min(epochs - 1, round(search.arch_update_epoch * epochs / search.epochs))
 
 
-def _positive(flag: str, value: int) -> None:
-    if value < 1:
-        raise DensenasError(f"{flag} must be at least 1, got {value}")
-
-
 def _check_same(options: SearchOptions, stored: RunSettings, world_size: int, ckpt: Path) -> None:
-    given = replace(options, out=None, resume=False)
-    for opt, attr in _RESULT_OPTIONS.items():
-        value = getattr(given, opt)
+    for name in _RECORDED:
+        value, have = getattr(options, name), getattr(stored, name)
         if value is None:
             continue
-        have = getattr(stored, attr)
-        if opt == "space":
+        if name == "space":
             same = value in (stored.space, stored.space_path) or Path(value).resolve() == Path(stored.space_path).resolve()
-        elif opt == "lut":
+        elif name == "lut":
             same = value in (stored.lut, stored.lut_path)
         else:
             same = value == have
         if not same:
-            flag = "--" + opt.replace("_", "-")
             raise DensenasError(
-                f"--resume: {flag} {value} differs from the run's {have} ({ckpt}); "
+                f"--resume: --{name.replace('_', '-')} {value} differs from the run's {have} ({ckpt}); "
                 "resume with the run's settings or start a new search with another --out"
             )
     if world_size != stored.world_size:

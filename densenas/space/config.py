@@ -10,40 +10,37 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from densenas.choices import CostType
 from densenas.errors import DensenasError
+from densenas.fileio import read_text
 from densenas.paths import CONFIGS_DIR
 from densenas.signature import parse_op
-from densenas.fileio import read_text
-from densenas.yamlfile import parse_mapping, resolve_named_file, validate
+from densenas.yamlfile import Strict, parse_settings, resolve_named_file
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WeightOptim(_Strict):
+class WeightOptim(Strict):
     init_lr: float = Field(0.2, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4e-5, ge=0)
 
 
-class ArchOptim(_Strict):
+class ArchOptim(Strict):
     alpha_lr: float = Field(3e-4, gt=0)
     beta_lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
 
 
-class CostSettings(_Strict):
-    type: Literal["latency", "flops", "params"] = "latency"
+class CostSettings(Strict):
+    type: CostType = CostType.LATENCY
     log_base: float = Field(15.0, gt=1)
     sub_loss_factor: float = Field(0.15, ge=0)
     skip_reg: bool = False
 
 
-class SearchSettings(_Strict):
+class SearchSettings(Strict):
     epochs: int = Field(150, ge=1)
     arch_update_epoch: int = Field(50, ge=0)
     val_start_epoch: int = Field(0, ge=0)
@@ -68,7 +65,7 @@ MAX_FM = 1 << 14
 MAX_LAYERS = 64
 
 
-class BlockScale(_Strict):
+class BlockScale(Strict):
     ch: list[int] = Field(min_length=2, max_length=MAX_BLOCKS)
     fm: list[int] = Field(min_length=2, max_length=MAX_BLOCKS)
     stage: list[int] = Field(min_length=3, max_length=MAX_BLOCKS + 1)
@@ -100,7 +97,7 @@ class BlockScale(_Strict):
         return self
 
 
-class Primitives(_Strict):
+class Primitives(Strict):
     head: list[str] = Field(min_length=1)
     stack: list[str] = Field(min_length=1)
 
@@ -115,7 +112,7 @@ class Primitives(_Strict):
         return v
 
 
-class SpaceConfig(_Strict):
+class SpaceConfig(Strict):
     """A search space as the YAML file states it."""
 
     name: str = Field(min_length=1)
@@ -177,9 +174,8 @@ def load_space_config(name_or_path: str) -> SpaceConfig:
 
 
 def parse_space_config(text: str, *, source: str = "<space>") -> SpaceConfig:
-    data = parse_mapping(text, source, "search space")
     try:
-        return validate(SpaceConfig, data, source)
+        return parse_settings(SpaceConfig, text, source=source, what="search space")
     except DensenasError as exc:
         if str(exc).startswith(source):
             raise

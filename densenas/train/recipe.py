@@ -12,36 +12,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, InstanceOf, model_validator
 
 from densenas.arch import Arch
 from densenas.errors import DensenasError
-from densenas.yamlfile import field_path as _field_path
-from densenas.fileio import read_text
-from densenas.yamlfile import parse_mapping, resolve_named_file, validate
 from densenas.paths import CONFIGS_DIR
+from densenas.yamlfile import Strict, load_settings, options_checked, parse_settings
 
 TRAIN_CONFIGS_DIR = CONFIGS_DIR / "train"
 DIGITS_RECIPE = "digits"
 DEFAULT_RECIPE = "default"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Warmup(_Strict):
+class Warmup(Strict):
     """Linear warm-up from ``init_lr`` to the recipe's ``lr`` over ``epochs`` epochs (0: none)."""
 
     epochs: int = Field(0, ge=0)
     init_lr: float = Field(1e-4, ge=0)
 
 
-class TrainRecipe(_Strict):
+class TrainRecipe(Strict):
     """Everything that decides what a retraining run computes (so a resume can check it)."""
 
     epochs: int = Field(240, ge=1)
@@ -72,14 +65,8 @@ class TrainRecipe(_Strict):
         given = {k: v for k, v in options.items() if v is not None}
         if not given:
             return self
-        try:
+        with options_checked(given):
             return TrainRecipe.model_validate({**self.model_dump(), **given})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = first.get("loc", ())
-            name = str(loc[0]) if loc else next(iter(given))
-            where = f"--{name.replace('_', '-')}" if name in given else f"field {_field_path(loc)}"
-            raise DensenasError(f"{where}: {_msg(first)}") from None
 
     def steps(self, steps_per_epoch: int) -> tuple[int, int]:
         """(warm-up steps, total steps) of the run."""
@@ -110,38 +97,28 @@ def default_recipe_name(data: str) -> str:
     return DIGITS_RECIPE if data in ("digits", "digits-clutter") else DEFAULT_RECIPE
 
 
-def _msg(error: Any) -> str:
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
-
-
-def resolve_recipe_path(name_or_path: str) -> Path:
-    return resolve_named_file(name_or_path, shipped_recipes(), "training recipe")
-
-
 def load_recipe(name_or_path: str) -> TrainRecipe:
-    path = resolve_recipe_path(name_or_path)
-    return parse_recipe(read_text(path, "training recipe"), source=str(path))
+    return load_settings(TrainRecipe, name_or_path, shipped_recipes(), "training recipe")
 
 
 def parse_recipe(text: str, *, source: str = "<recipe>") -> TrainRecipe:
-    return validate(TrainRecipe, parse_mapping(text, source, "training recipe"), source)
+    return parse_settings(TrainRecipe, text, source=source, what="training recipe")
 
 
 # -- a run's resolved settings ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TrainJob:
+class TrainJob(Strict):
     """One ``densenas train`` invocation, resolved: what to train, on what, where."""
 
     recipe: TrainRecipe
-    arch: Arch | None = None
+    arch: InstanceOf[Arch] | None = None  # loaded and checked by load_arch
     model: str | None = None
     data: str = "digits"
     run_dir: Path | None = None
     resume: bool = False
     device: str = "cpu"
-    workers: int | None = None
+    workers: int | None = Field(None, ge=0)
 
 
 def build_job(
@@ -162,21 +139,14 @@ def build_job(
 
     if (arch is None) == (model is None):
         raise DensenasError("give exactly one of --arch (a searched network) and --model (a torchvision model)")
-    if workers is not None and workers < 0:
-        raise DensenasError(f"--workers must be >= 0, got {workers}")
     if run_dir is not None and not resume and (Path(run_dir) / "checkpoint.pt").is_file():
         raise DensenasError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     recipe = load_recipe(config or default_recipe_name(data)).with_overrides(**overrides)
-    return TrainJob(
-        recipe=recipe,
-        arch=load_arch(arch) if arch is not None else None,
-        model=_check_model(model) if model is not None else None,
-        data=data,
-        run_dir=run_dir,
-        resume=resume,
-        device=device,
-        workers=workers,
-    )
+    loaded = load_arch(arch) if arch is not None else None
+    checked = _check_model(model) if model is not None else None
+    given = {"data": data, "run_dir": run_dir, "resume": resume, "device": device, "workers": workers}
+    with options_checked(given):
+        return TrainJob(recipe=recipe, arch=loaded, model=checked, **given)
 
 
 def _check_model(name: str) -> str:
