@@ -1,4 +1,5 @@
-"""A search killed with SIGKILL and resumed ends exactly where an uninterrupted one does."""
+"""A search killed with SIGKILL and resumed ends exactly where an uninterrupted one does; a
+run whose settings were written before they had a version still resumes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
-from densenas.search import SearchOptions, run_search
-from densenas.search.checkpoint import load_checkpoint
+from densenas.errors import DensenasError
+from densenas.search import RunSettings, SearchOptions, run_search
+from densenas.search.checkpoint import load_checkpoint, save_checkpoint
+from densenas.search.settings import fresh
 
 from tests.search.conftest import run_search_cli as run_cli
 
@@ -72,6 +76,40 @@ def test_resume_refuses_settings_that_would_change_the_results(tmp_path, tiny_lu
     again = run_cli("search", "--lut", str(tiny_lut), "--out", str(out), "--resume", "--batch-size", "32")
     assert again.returncode == 2 and "--batch-size 32 differs from the run's 16" in again.stderr
     # the same settings (here: none given) continue; a finished search has nothing left to do
+    done = run_cli("search", "--out", str(out), "--resume", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["epochs_done"] == 2
+
+
+def _as_version_1(settings: RunSettings) -> dict:
+    """The settings as run.json and checkpoints held them before they had a version."""
+    d = settings.to_dict()
+    del d["version"]
+    d["cost_type"], d["target_latency_ms"] = d.pop("cost"), d.pop("target_latency")
+    s = settings.search
+    d.update(val_start_epoch=s.val_start_epoch, log_base=s.cost.log_base, sample_policy=s.sample_policy,
+             weight_sample_num=s.weight_sample_num)
+    return d
+
+
+def test_version_1_settings_read_as_the_same_settings(tiny_lut):
+    now = fresh(SearchOptions(lut=str(tiny_lut), epochs=2, cost="latency", target_latency=1.5, seed=4))
+    old = _as_version_1(now)
+    assert RunSettings.from_dict(old, source="run.json") == now
+    # the oldest runs kept no search section: the engine read the space's
+    assert RunSettings.from_dict({k: v for k, v in old.items() if k != "search"}, source="run.json") == now
+    with pytest.raises(DensenasError, match="run.json settings: field epochs"):
+        RunSettings.from_dict({k: v for k, v in old.items() if k != "epochs"}, source="run.json")
+
+
+def test_a_run_checkpointed_with_version_1_settings_resumes(tmp_path, tiny_lut):
+    out = tmp_path / "run"
+    run_search(SearchOptions(lut=str(tiny_lut), out=str(out), epochs=2, arch_update_epoch=1, batch_size=16, max_steps=1))
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["settings"] = _as_version_1(RunSettings.from_dict(state["settings"], source="checkpoint"))
+    save_checkpoint(out / "checkpoint.pt", state)
+    refused = run_cli("search", "--out", str(out), "--resume", "--batch-size", "32")
+    assert refused.returncode == 2 and "--batch-size 32 differs from the run's 16" in refused.stderr
     done = run_cli("search", "--out", str(out), "--resume", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["epochs_done"] == 2
