@@ -247,12 +247,6 @@ def seeded_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-def parity_batches(batch: int, dynamic_batch: bool) -> list[int]:
-    """Batch sizes the parity check runs at: the export batch, and a second one when the
-    batch dimension is symbolic (so a graph that only works at one size is caught)."""
-    return [batch, batch + 2] if dynamic_batch else [batch]
-
-
 def check_parity(module: nn.Module, runner_for: Callable[[tuple[int, ...]], Prepared], input_shape: tuple[int, ...],
                  batches: list[int], *, precision: str, tolerance: float | None, seed: int, what: str,
                  ) -> list[ParityCheck]:
@@ -365,9 +359,10 @@ def export_onnx_model(
     # fp32 and save them, pinning a GPU deployment to fp32. The exporter's constant folding
     # has already folded BN into the convolutions; ship its graph as is.
     data, counts = _clean_and_check(optimize_onnx(raw) if precision == "fp32" else raw, str(out))
-    checks = check_parity(module, lambda shape: ort_cpu.onnx_runner(data, shape), input_shape,
-                          parity_batches(input_shape[0], dynamic_batch), precision=precision, tolerance=tolerance,
-                          seed=seed, what=f"{out}: ONNX Runtime")
+    # a symbolic batch is checked at a second size too: a graph that works at one size only is caught
+    batches = [input_shape[0], input_shape[0] + 2] if dynamic_batch else [input_shape[0]]
+    checks = check_parity(module, lambda shape: ort_cpu.onnx_runner(data, shape), input_shape, batches,
+                          precision=precision, tolerance=tolerance, seed=seed, what=f"{out}: ONNX Runtime")
     write_bytes(out, data)
     return ExportResult(out, "onnx", precision, tuple(input_shape), dynamic_batch, weights, checks,
                         f"onnxruntime {ort_cpu.backend_version()} ({ort_cpu.provider})", counts, len(data))
@@ -423,8 +418,6 @@ def export_tensorrt_engine(
     _check_precision(precision)
     profile = batch_profile(input_shape[0], dynamic_batch, max_batch)
     trt_profiler = profiler if profiler is not None else parity_profiler("tensorrt", precision)
-    import tensorrt as trt
-
     out = Path(out)
     rest = tuple(input_shape[1:])
     shapes = {INPUT_NAME: tuple((b, *rest) for b in profile)} if profile else None
@@ -437,7 +430,7 @@ def export_tensorrt_engine(
         what=f"{out}: TensorRT"), out)
     write_bytes(out, engine)
     return ExportResult(out, "tensorrt", precision, tuple(input_shape), dynamic_batch, weights, checks,
-                        f"TensorRT {trt.__version__} on {trt_profiler.device_name()} (strongly typed, TF32 off)", {},
+                        f"TensorRT {trt_profiler.backend_version()} on {trt_profiler.device_name()} (strongly typed, TF32 off)", {},
                         len(engine), batch_profile=profile)
 
 
