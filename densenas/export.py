@@ -11,7 +11,9 @@ it has passed ``onnx.checker``, carries no BatchNormalization node, and matches 
 PyTorch model within the tolerance; otherwise nothing is left at ``out``.
 
 TensorRT engines are built by ``profilers.tensorrt_backend.build_serialized_engine``,
-the builder ``profile --backend tensorrt`` uses.
+the builder ``profile --backend tensorrt`` uses. Parity runs on the profilers' own
+runners (ONNX Runtime's session, TensorRT's engine runner: what profile and bench time)
+against the PyTorch model on torch-cpu's runner.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from densenas.arch import Arch
 from densenas.errors import DensenasError
@@ -28,8 +30,11 @@ from densenas.fileio import write_bytes
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
     from torch import nn
+
+    from densenas.profilers import Prepared, Profiler
+    from densenas.profilers.ort import OnnxRuntimeProfiler
+    from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
@@ -235,59 +240,77 @@ def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0)
     return net.eval(), w.description
 
 
-def seeded_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+def seeded_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """A standard-normal fp32 input: the same one for every runtime compared."""
     import torch
 
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-def _reference(module: nn.Module, x: torch.Tensor) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return module(x).float().cpu().numpy()
-
-
-def _compare(batch: int, ref: np.ndarray, got: np.ndarray, precision: str, tolerance: float | None) -> ParityCheck:
+def check_parity(module: nn.Module, runner_for: Callable[[tuple[int, ...]], Prepared], input_shape: tuple[int, ...],
+                 batches: list[int], *, precision: str, tolerance: float | None, seed: int, what: str,
+                 ) -> list[ParityCheck]:
+    """At each batch, on a seeded input, the exported model's runner (``runner_for(shape)``,
+    one the profilers time) against the fp32 model on torch-cpu's runner; a difference
+    above the tolerance is one DensenasError naming ``what``."""
     import numpy as np
 
-    if ref.shape != got.shape:
-        raise DensenasError(f"exported model returns shape {got.shape}, PyTorch returns {ref.shape}")
-    ref_max = float(np.abs(ref).max())
-    diff = float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
-    tol = default_tolerance(precision, ref_max) if tolerance is None else float(tolerance)
-    return ParityCheck(batch, diff, tol, ref_max)
+    from densenas.profilers.torch_cpu import TorchCPUProfiler
+
+    pytorch = TorchCPUProfiler()
+    checks = []
+    for i, batch in enumerate(batches):
+        shape = (batch, *input_shape[1:])
+        x = seeded_input(shape, seed + i)
+        with pytorch.runner(module, shape) as reference, runner_for(shape) as exported:
+            ref, got = reference.infer(x), exported.infer(x)
+        if ref.shape != got.shape:
+            raise DensenasError(f"exported model returns shape {got.shape}, PyTorch returns {ref.shape}")
+        ref_max = float(np.abs(ref).max())
+        diff = float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
+        tol = default_tolerance(precision, ref_max) if tolerance is None else float(tolerance)
+        check = ParityCheck(batch, diff, tol, ref_max)
+        if not check.ok:
+            raise DensenasError(
+                f"{what}: output differs from PyTorch by {check.max_abs_diff:.3g} at batch {check.batch}, "
+                f"above the tolerance {check.tolerance:.3g}; nothing was written"
+            )
+        checks.append(check)
+    return checks
 
 
-def _check_or_fail(check: ParityCheck, what: str) -> None:
-    if not check.ok:
-        raise DensenasError(
-            f"{what}: output differs from PyTorch by {check.max_abs_diff:.3g} at batch {check.batch}, "
-            f"above the tolerance {check.tolerance:.3g}; nothing was written"
-        )
+def parity_profiler(fmt: str, precision: str) -> Profiler:
+    """The profiler whose runner checks an export: ONNX Runtime on the CPU (fed in the
+    model's own input type), or TensorRT in ``precision``, refused in one line
+    (ProfilerUnavailable) where it cannot run."""
+    if fmt == "onnx":
+        from densenas.profilers.ort import CPU, OnnxRuntimeProfiler
 
+        return OnnxRuntimeProfiler(providers=[CPU])
+    from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
-def parity_batches(batch: int, dynamic_batch: bool) -> list[int]:
-    """Batch sizes the parity check runs at: the export batch, and a second one when the
-    batch dimension is symbolic (so a graph that only works at one size is caught)."""
-    return [batch, batch + 2] if dynamic_batch else [batch]
+    profiler = TensorRTProfiler(precision=precision)
+    profiler.check_available()
+    return profiler
 
 
 # -- ONNX ---------------------------------------------------------------------------------
 
 
-def optimize_onnx(raw_path: Path, out_path: Path) -> None:
-    """ONNX Runtime's basic-level optimiser over ``raw_path``, saved to ``out_path``.
-    Basic rewrites keep standard ONNX ops only; extended and higher levels may emit
-    provider-specific fused ops that another runtime could not load."""
+def optimize_onnx(raw: bytes) -> bytes:
+    """ONNX Runtime's basic-level optimiser over ``raw``. Basic rewrites keep standard
+    ONNX ops only; extended and higher levels may emit provider-specific fused ops that
+    another runtime could not load."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(out_path)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(raw_path), sess_options=options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
+        optimised = Path(tmp) / "optimised.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(optimised)
+        options.log_severity_level = 3
+        ort.InferenceSession(raw, sess_options=options, providers=["CPUExecutionProvider"])
+        return optimised.read_bytes()
 
 
 def _clean_and_check(model_bytes: bytes, where: str) -> tuple[bytes, dict[str, int]]:
@@ -322,47 +345,27 @@ def export_onnx_model(
     tolerance: float | None = None,
     weights: str = "",
     seed: int = 0,
+    profiler: OnnxRuntimeProfiler | None = None,
 ) -> ExportResult:
-    """Export ``module`` (fp32, any device) to an optimised, checked ONNX file at ``out``."""
-    import onnxruntime as ort
-
-    from densenas.profilers.onnx_loader import export_onnx
+    """Export ``module`` (fp32, any device) to an optimised, checked ONNX file at ``out``,
+    its parity checked on ``profiler``'s runner (default ``parity_profiler``'s)."""
+    from densenas.profilers.onnx_loader import OnnxFromModule
 
     _check_precision(precision)
     out = Path(out)
-    module = module.eval()
-    with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
-        raw, optimised = Path(tmp) / "raw.onnx", Path(tmp) / "optimised.onnx"
-        export_onnx(module, input_shape, raw, dynamic_batch=dynamic_batch, precision=precision)
-        if precision == "fp32":
-            optimize_onnx(raw, optimised)
-        else:
-            # ORT's CPU optimiser would wrap each fp16 op the CPU provider lacks in Casts to
-            # fp32 and save them, pinning a GPU deployment to fp32. The exporter's constant
-            # folding has already folded BN into the convolutions; ship its graph as is.
-            optimised = raw
-        data, counts = _clean_and_check(optimised.read_bytes(), str(out))
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    feed_dtype = "float16" if session.get_inputs()[0].type == "tensor(float16)" else "float32"
-    cpu = _cpu_fp32(module)
-    checks = []
-    for i, batch in enumerate(parity_batches(input_shape[0], dynamic_batch)):
-        x = seeded_input((batch, *input_shape[1:]), seed + i)
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy().astype(feed_dtype)})[0]
-        check = _compare(batch, _reference(cpu, x), got, precision, tolerance)
-        _check_or_fail(check, f"{out}: ONNX Runtime")
-        checks.append(check)
+    ort_cpu = profiler if profiler is not None else parity_profiler("onnx", precision)
+    raw = OnnxFromModule(module.eval(), input_shape, dynamic_batch=dynamic_batch, precision=precision)()
+    # fp16: ORT's CPU optimiser would wrap each fp16 op the CPU provider lacks in Casts to
+    # fp32 and save them, pinning a GPU deployment to fp32. The exporter's constant folding
+    # has already folded BN into the convolutions; ship its graph as is.
+    data, counts = _clean_and_check(optimize_onnx(raw) if precision == "fp32" else raw, str(out))
+    # a symbolic batch is checked at a second size too: a graph that works at one size only is caught
+    batches = [input_shape[0], input_shape[0] + 2] if dynamic_batch else [input_shape[0]]
+    checks = check_parity(module, lambda shape: ort_cpu.onnx_runner(data, shape), input_shape, batches,
+                          precision=precision, tolerance=tolerance, seed=seed, what=f"{out}: ONNX Runtime")
     write_bytes(out, data)
     return ExportResult(out, "onnx", precision, tuple(input_shape), dynamic_batch, weights, checks,
-                        f"onnxruntime {ort.__version__} (CPUExecutionProvider)", counts, len(data))
-
-
-def _cpu_fp32(module: nn.Module) -> nn.Module:
-    import copy
-
-    import torch
-
-    return copy.deepcopy(module).to("cpu", torch.float32).eval()
+                        f"onnxruntime {ort_cpu.backend_version()} ({ort_cpu.provider})", counts, len(data))
 
 
 def _check_precision(precision: str) -> None:
@@ -400,43 +403,35 @@ def export_tensorrt_engine(
     tolerance: float | None = None,
     weights: str = "",
     seed: int = 0,
+    profiler: TensorRTProfiler | None = None,
 ) -> ExportResult:
     """Build a serialized TensorRT engine from the module's ONNX export and check it
-    against PyTorch. The ONNX is exported in ``precision`` (the network is strongly
-    typed, so its types are the engine's), TF32 is off, and the reference is the fp32
-    model on the CPU, as for the ONNX export. A dynamic batch is built for
+    against PyTorch on ``profiler``'s runner (default ``parity_profiler``'s, which checks
+    that TensorRT runs here). The ONNX is exported in ``precision`` (the network is
+    strongly typed, so its types are the engine's), TF32 is off, and the reference is the
+    fp32 model on the CPU, as for the ONNX export. A dynamic batch is built for
     (1, batch, max_batch) and checked at each of those sizes. Without a GPU or TensorRT:
     ProfilerUnavailable, one line; a TensorRT failure is a ProfilerError, one line."""
-    from densenas.profilers import tensorrt_backend as trt_backend
-    from densenas.profilers.onnx_loader import INPUT_NAME, export_onnx
+    from densenas.profilers.onnx_loader import INPUT_NAME, OnnxFromModule
+    from densenas.profilers.tensorrt_backend import build_serialized_engine
 
     _check_precision(precision)
     profile = batch_profile(input_shape[0], dynamic_batch, max_batch)
-    trt_backend.TensorRTProfiler(precision=precision).check_available()
-    import tensorrt as trt
-
+    trt_profiler = profiler if profiler is not None else parity_profiler("tensorrt", precision)
     out = Path(out)
-    settings = trt_backend.BuildSettings(precision=precision, tf32=False)
     rest = tuple(input_shape[1:])
     shapes = {INPUT_NAME: tuple((b, *rest) for b in profile)} if profile else None
-    cpu = _cpu_fp32(module)
-    with tempfile.TemporaryDirectory(prefix="densenas-export-") as tmp:
-        onnx_path = export_onnx(cpu, input_shape, Path(tmp) / "model.onnx", dynamic_batch=dynamic_batch,
-                                precision=precision)
-        engine = _tensorrt_call(lambda: trt_backend.build_serialized_engine(
-            onnx_path, settings=settings, input_shapes=shapes), out)
-    checks = []
-    for i, batch in enumerate(sorted(set(profile)) if profile else [input_shape[0]]):
-        x = seeded_input((batch, *rest), seed + i)
-        got = _tensorrt_call(lambda: trt_backend.run_engine_once(engine, x), out)
-        check = _compare(batch, _reference(cpu, x), got, precision, tolerance)
-        _check_or_fail(check, f"{out}: TensorRT")
-        checks.append(check)
+    onnx = OnnxFromModule(module, input_shape, dynamic_batch=dynamic_batch, precision=precision, device="cpu")()
+    engine = _tensorrt_call(
+        lambda: build_serialized_engine(onnx, settings=trt_profiler.settings, input_shapes=shapes), out)
+    checks = _tensorrt_call(lambda: check_parity(
+        module, lambda shape: trt_profiler.engine_runner(engine, shape), input_shape,
+        sorted(set(profile)) if profile else [input_shape[0]], precision=precision, tolerance=tolerance, seed=seed,
+        what=f"{out}: TensorRT"), out)
     write_bytes(out, engine)
-    device = trt_backend.CUDA.name(0)
     return ExportResult(out, "tensorrt", precision, tuple(input_shape), dynamic_batch, weights, checks,
-                        f"TensorRT {trt.__version__} on {device} (strongly typed, TF32 off)", {}, len(engine),
-                        batch_profile=profile)
+                        f"TensorRT {trt_profiler.backend_version()} on {trt_profiler.device_name()} (strongly typed, TF32 off)", {},
+                        len(engine), batch_profile=profile)
 
 
 def _tensorrt_call(call: Any, out: Path) -> Any:
@@ -445,7 +440,7 @@ def _tensorrt_call(call: Any, out: Path) -> Any:
 
     try:
         return call()
-    except ProfilerError:
+    except (ProfilerError, DensenasError):
         raise
     except Exception as exc:  # the bindings raise RuntimeError, TypeError... with TensorRT's text
         detail = " ".join(str(exc).split())
@@ -456,19 +451,17 @@ def _tensorrt_call(call: Any, out: Path) -> Any:
 
 
 def check_format(fmt: str, precision: str, *, batch: int = 1, dynamic_batch: bool = False,
-                 max_batch: int | None = None) -> None:
+                 max_batch: int | None = None) -> Profiler:
     """Refuse an unknown format or precision, batch options that do not fit together, or
-    TensorRT where it cannot run (one line: ProfilerUnavailable), before any work is done."""
+    TensorRT where it cannot run (one line: ProfilerUnavailable), before any work is done.
+    Returns the profiler the export is checked with (``parity_profiler``)."""
     if fmt not in FORMATS:
         raise DensenasError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     _check_precision(precision)
     if max_batch is not None and fmt != "tensorrt":
         raise DensenasError("--max-batch is for --format tensorrt (an ONNX file's dynamic batch has no maximum)")
     batch_profile(batch, dynamic_batch, max_batch)
-    if fmt == "tensorrt":
-        from densenas.profilers.tensorrt_backend import TensorRTProfiler
-
-        TensorRTProfiler(precision=precision).check_available()
+    return parity_profiler(fmt, precision)
 
 
 def export_arch(
@@ -483,16 +476,21 @@ def export_arch(
     max_batch: int | None = None,
     tolerance: float | None = None,
     seed: int = 0,
+    profiler: Profiler | None = None,
 ) -> ExportResult:
-    """``densenas export``: the derived network of ``arch`` to ``out`` in ``fmt``."""
-    check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
+    """``densenas export``: the derived network of ``arch`` to ``out`` in ``fmt``.
+    ``profiler`` is what ``check_format`` returned for these options, where the caller
+    checked them first (the CLI does, before it prints anything); else they are checked here."""
+    if profiler is None:
+        profiler = check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
     if batch < 1:
         raise DensenasError(f"--batch must be a positive integer, got {batch}")
     if tolerance is not None and tolerance < 0:
         raise DensenasError(f"--tolerance must be >= 0, got {tolerance}")
     module, source = build_model(arch, weights, seed=seed)
     shape = (batch, 3, arch.input_size, arch.input_size)
-    kwargs = dict(precision=precision, dynamic_batch=dynamic_batch, tolerance=tolerance, weights=source, seed=seed)
+    kwargs = dict(precision=precision, dynamic_batch=dynamic_batch, tolerance=tolerance, weights=source, seed=seed,
+                  profiler=profiler)
     if fmt == "onnx":
         return export_onnx_model(module, shape, out, **kwargs)
     return export_tensorrt_engine(module, shape, out, max_batch=max_batch, **kwargs)

@@ -1,58 +1,16 @@
-"""Atomic file writes (a kill at any moment leaves either the old file or the new one),
-and JSON read strictly as data (every failure is one DensenasError naming the file)."""
+"""Atomic file writes (through ``profilers.atomic``, the project's one writer) of text,
+JSON and checkpoints, and JSON read strictly as data (every failure is one
+DensenasError naming the file)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from densenas.errors import DensenasError
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename over ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp makes 0600 files; give them the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, target)
-        _fsync_dir(target.parent)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a power cut after it keeps the new file)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # platforms without directory handles: the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+from densenas.profilers.atomic import atomic_path, write_bytes  # noqa: F401 (the library writes through these)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

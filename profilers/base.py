@@ -243,6 +243,13 @@ class Profiler(ABC):
                         on_done(key, measurement)
         return results
 
+    def runner(self, module: nn.Module, input_shape: Sequence[int]) -> Prepared:
+        """The runner ``measure`` times, for a copy of ``module`` (in eval mode) at
+        ``input_shape``: to ``infer`` with, or time by hand. Close it when done (it is a
+        context manager); it is prepared under the profiler's settings."""
+        with self._activated():
+            return self._prepare_one("module", lambda: copy.deepcopy(module), check_input_shape(input_shape))
+
     def _measure_chunk(
         self, chunk: list[tuple[K, ModuleFactory, Sequence[int]]], *, seen: dict[K, Measurement]
     ) -> dict[K, Measurement]:

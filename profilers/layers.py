@@ -40,22 +40,24 @@ class LayerTimes:
 
 
 def module_path(node_name: str) -> str | None:
-    """The module path an exported ONNX node came from, read off its scoped name:
-    ``/blocks/blocks.0/head/op/Conv`` and ``/blocks/blocks.0/blocks.0.head/Conv`` both
-    give ``blocks.0.head.op``-style paths. A name without a scope (a node the runtime
-    inserted, such as a layout reorder) gives None. Text before the first ``/`` (a
-    fusion's prefix) and the last segment (the node's own type and counter) are dropped."""
+    """The module path an exported ONNX node came from, read off its scoped name. The
+    exporter writes one segment per module, a numbered child as its parent's segment
+    plus ``.N``: ``/blocks/blocks.0/head/expand/expand.0/Conv`` is ``blocks.0.head.expand.0``.
+    A name without a scope (a node the runtime inserted, such as a layout reorder) gives
+    None. Text before the first ``/`` and the last segment (the node's own name, which
+    ONNX Runtime's fusions suffix, e.g. ``Clip_output_0_nchwc``) are dropped."""
     start = node_name.find("/")
     if start < 0:
         return None
     segments = [s for s in node_name[start + 1:].split("/")[:-1] if s]
     parts: list[str] = []
+    previous = ""
     for seg in segments:
-        prefix = ".".join(parts)
-        if parts and seg.startswith(prefix + "."):  # a segment spelling the full path so far
-            parts = seg.split(".")
+        if previous and seg.startswith(previous + "."):
+            parts.extend(seg[len(previous) + 1:].split("."))
         else:
             parts.extend(seg.split("."))
+        previous = seg
     return ".".join(parts) or None
 
 

@@ -7,17 +7,13 @@ BatchNorm folds into the convolution), fixed names ``input`` / ``output``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import inspect
 import io
 import itertools
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from densenas.profilers.errors import ProfilerError
@@ -95,7 +91,7 @@ def _export_to_bytes(
 
 
 class OnnxFromModule:
-    """Loader: a torch module at an input shape -> ONNX model bytes (or a file, given ``path``).
+    """Loader: a torch module at an input shape -> ONNX model bytes, checked by ``onnx.checker``.
 
     The caller's module is left as it was (training flag, dtype, device); fp16 exports a
     half-precision copy.
@@ -106,7 +102,6 @@ class OnnxFromModule:
         module: nn.Module,
         input_shape: Sequence[int],
         *,
-        path: str | os.PathLike[str] | None = None,
         dynamic_batch: bool = False,
         opset: int = DEFAULT_OPSET,
         precision: str = "fp32",
@@ -119,20 +114,13 @@ class OnnxFromModule:
             raise ProfilerError(f"ONNX export: exporter must be auto, torchscript or dynamo, got {exporter!r}")
         self.module = module
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.path = Path(path) if path is not None else None
         self.dynamic_batch = dynamic_batch
         self.opset = opset
         self.precision = precision
         self.device = device
         self.exporter: Exporter = exporter
 
-    def __call__(self) -> bytes | Path:
-        data = self.to_bytes()
-        if self.path is None:
-            return data
-        return write_atomic(self.path, data)
-
-    def to_bytes(self) -> bytes:
+    def __call__(self) -> bytes:
         import onnx
         import torch
 
@@ -173,23 +161,6 @@ def _module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def export_onnx(
-    module: nn.Module,
-    input_shape: Sequence[int],
-    path: str | os.PathLike[str],
-    *,
-    dynamic_batch: bool = False,
-    opset: int = DEFAULT_OPSET,
-    precision: str = "fp32",
-) -> Path:
-    """Export ``module`` at ``input_shape`` to an ONNX file (written atomically)."""
-    result = OnnxFromModule(
-        module, input_shape, path=path, dynamic_batch=dynamic_batch, opset=opset, precision=precision
-    )()
-    assert isinstance(result, Path)
-    return result
-
-
 def onnx_structure_hash(onnx_bytes: bytes) -> str:
     """SHA-256 of a model's graph with initializer values and producer stamps removed.
 
@@ -206,22 +177,3 @@ def onnx_structure_hash(onnx_bytes: bytes) -> str:
     for name in ("producer_name", "producer_version", "doc_string"):
         model.ClearField(name)
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write through a temporary file in the same folder and rename, so a reader (or a
-    killed run) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path

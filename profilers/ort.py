@@ -48,6 +48,10 @@ def default_provider() -> str:
     return CPU
 
 
+def _input_dtype(session: ort.InferenceSession) -> str:
+    return "float16" if session.get_inputs()[0].type == "tensor(float16)" else "float32"
+
+
 def check_session_providers(requested: str, got: Sequence[str]) -> list[str]:
     """``got`` (``session.get_providers()``), refused unless it starts with ``requested``."""
     if not got or got[0] != requested:
@@ -74,18 +78,22 @@ class _SessionRun(Prepared):
             run(None, feed)
         return (time.perf_counter_ns() - t0) * 1e-9
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: x.astype(self.feed[INPUT_NAME].dtype)})[0].astype("float32")
+
     def close(self) -> None:
         del self.session, self.feed
 
 
-class _BoundRun(Prepared):
+class _BoundRun(_SessionRun):
     """``run_with_iobinding`` with input and output bound on the GPU: no host copies.
-    ORT synchronises the device at the end of each run, so the host clock is exact."""
+    ORT synchronises the device at the end of each run, so the host clock is exact.
+    ``infer`` goes through ``session.run``, which copies to and from the device."""
 
     def __init__(self, session: ort.InferenceSession, x: np.ndarray, device_index: int) -> None:
         import onnxruntime as ort
 
-        self.session = session
+        super().__init__(session, x)
         self.binding = session.io_binding()
         self.x = ort.OrtValue.ortvalue_from_numpy(x, "cuda", device_index)
         self.binding.bind_ortvalue_input(INPUT_NAME, self.x)
@@ -101,7 +109,8 @@ class _BoundRun(Prepared):
         return (time.perf_counter_ns() - t0) * 1e-9
 
     def close(self) -> None:
-        del self.session, self.binding, self.x
+        del self.binding, self.x
+        super().close()
 
 
 class OnnxRuntimeProfiler(Profiler):
@@ -287,17 +296,20 @@ class OnnxRuntimeProfiler(Profiler):
         made once to find out, when no op has been prepared yet)."""
         if getattr(self, "_session_providers", None) is None:
             shape = (1, 1, 1, 1)
-            self._session(OnnxFromModule(self._null_module(), shape, precision=self.precision).to_bytes())
+            self._session(OnnxFromModule(self._null_module(), shape, precision=self.precision)())
         return list(self._session_providers)
 
-    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
-        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
+    def onnx_runner(self, onnx_bytes: bytes, input_shape: Sequence[int]) -> Prepared:
+        """A runner of an ONNX model in a session of this profiler's options and providers,
+        its timed input the seeded example input in the model's own input type."""
         session = self._session(onnx_bytes)
-        dtype = "float16" if self.precision == "fp16" else "float32"
-        x = self.example_input(input_shape).numpy().astype(dtype)
+        x = self.example_input(input_shape).numpy().astype(_input_dtype(session))
         if self.on_gpu:
             return _BoundRun(session, x, self.device_index)
         return _SessionRun(session, x)
+
+    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
+        return self.onnx_runner(OnnxFromModule(module, input_shape, precision=self.precision)(), input_shape)
 
     def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
         """The session profiler's kernel time of every node, each node credited to the
@@ -309,7 +321,7 @@ class OnnxRuntimeProfiler(Profiler):
 
         from densenas.profilers.layers import from_ort_trace
 
-        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
+        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision)()
         warmup = max(3, runs // 5)
         with tempfile.TemporaryDirectory() as tmp:
             options = self._session_options()
@@ -318,8 +330,7 @@ class OnnxRuntimeProfiler(Profiler):
             session = ort.InferenceSession(onnx_bytes, sess_options=options,
                                            providers=self._provider_chain_with_options())
             check_session_providers(self.provider, session.get_providers())
-            dtype = "float16" if self.precision == "fp16" else "float32"
-            feed = {INPUT_NAME: self.example_input(input_shape).numpy().astype(dtype)}
+            feed = {INPUT_NAME: self.example_input(input_shape).numpy().astype(_input_dtype(session))}
             for _ in range(warmup + runs):
                 session.run(None, feed)
             trace = json.loads(Path(session.end_profiling()).read_text())

@@ -17,10 +17,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from densenas.profilers.errors import ProfilerError
 from densenas.profilers.stats import Measurement, rel_iqr
+
+if TYPE_CHECKING:
+    import numpy as np
 
 K = TypeVar("K", bound=Hashable)
 
@@ -71,17 +74,31 @@ class Protocol:
 
 
 class Prepared(ABC):
-    """One op made ready on a backend: weights placed, input allocated, session built.
+    """One op or network made ready on a backend (a runner, in Polygraphy's terms):
+    weights placed, input allocated, session or engine built.
 
-    ``run(n)`` executes the op ``n`` times back to back and returns the elapsed
-    seconds, timed the backend's right way (host clock for CPU, CUDA events for GPU).
+    ``run(n)`` executes it ``n`` times back to back on the input it was prepared with
+    and returns the elapsed seconds, timed the backend's right way (host clock for CPU,
+    CUDA events for GPU). ``infer(x)`` runs it once on ``x`` (fp32 numpy of the shape it
+    was prepared at, cast to the backend's input type) and returns the output as fp32
+    numpy on the host, so what is timed can also be checked. A context manager that
+    closes on leaving.
     """
 
     @abstractmethod
     def run(self, n: int) -> float: ...
 
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray: ...
+
     def close(self) -> None:
         """Release sessions and device memory; called once the op's chunk is measured."""
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass

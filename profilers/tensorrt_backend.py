@@ -3,7 +3,8 @@
 
 Split so that little needs a GPU: ``BuildSettings`` and ``EngineCache`` (keys and paths)
 are pure Python; ``build_serialized_engine`` is the one loader that turns ONNX into an
-engine, shared with ``densenas export --format tensorrt``; ``EngineRunner`` is the runner.
+engine, shared with ``densenas export --format tensorrt``; ``EngineRunner`` is the runner
+that profiling times and export's parity check infers with.
 Everything the GPU itself does for them (what the GPU is, its buffers, stream and timer)
 goes through ``CUDA`` (a ``CudaDevice``), so the TensorRT calls can be exercised against
 a strict fake of the bindings on a host without a GPU. ``tensorrt`` is imported only
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from densenas.profilers import hostinfo
+from densenas.profilers.atomic import write_bytes
 from densenas.profilers.base import Profiler
 from densenas.profilers.errors import ProfilerError
-from densenas.profilers.onnx_loader import OUTPUT_NAME, OnnxFromModule, onnx_structure_hash, write_atomic
+from densenas.profilers.onnx_loader import OUTPUT_NAME, OnnxFromModule, onnx_structure_hash
 from densenas.profilers.protocol import Prepared, Protocol
 
 if TYPE_CHECKING:
@@ -67,9 +69,6 @@ class DeviceBuffers:
 
         self.device = torch.device("cuda", device_index)
 
-    def upload(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return x.to(device=self.device, dtype=dtype).contiguous()
-
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         import torch
 
@@ -96,6 +95,13 @@ class DeviceBuffers:
         end.record(stream)
         end.synchronize()
         return start.elapsed_time(end) * 1e-3
+
+    def write(self, stream: Any, buffer: torch.Tensor, x: torch.Tensor) -> None:
+        """``x`` into ``buffer`` (cast to its dtype), ordered before the next launch on ``stream``."""
+        import torch
+
+        with torch.cuda.stream(stream):
+            buffer.copy_(x)
 
     def synchronize(self, stream: Any) -> None:
         stream.synchronize()
@@ -267,7 +273,7 @@ class EngineCache:
             return None
 
     def store(self, key: str, engine: bytes) -> Path:
-        return write_atomic(self.engine_path(key), engine)
+        return write_bytes(self.engine_path(key), engine)
 
     def discard(self, key: str) -> None:
         self.engine_path(key).unlink(missing_ok=True)
@@ -314,10 +320,10 @@ def _save_timing_cache(config: Any, path: Path) -> None:
             on_disk = _timing_cache_from(config, path.read_bytes())
             if on_disk is not None:
                 cache.combine(on_disk, False)  # a mismatched cache on disk is simply replaced
-        write_atomic(path, bytes(memoryview(cache.serialize())))
+        write_bytes(path, bytes(memoryview(cache.serialize())))
 
 
-def _check_input_types(trt: Any, network: Any, precision: str, source: str) -> list[Any]:
+def _check_input_types(trt: Any, network: Any, precision: str) -> list[Any]:
     """A strongly typed network computes in its inputs' types: fp32 needs FLOAT inputs,
     fp16 HALF ones (an fp16 ONNX export), or the engine would not be what it is called."""
     want = trt.DataType.HALF if precision == "fp16" else trt.DataType.FLOAT
@@ -325,20 +331,20 @@ def _check_input_types(trt: Any, network: Any, precision: str, source: str) -> l
     for tensor in inputs:
         if tensor.dtype != want:
             raise ProfilerError(
-                f"tensorrt: ONNX {source} input {tensor.name!r} is {tensor.dtype.name}, precision {precision} needs "
+                f"tensorrt: ONNX input {tensor.name!r} is {tensor.dtype.name}, precision {precision} needs "
                 f"{want.name}; export the ONNX with precision={precision!r}"
             )
     return inputs
 
 
 def build_serialized_engine(
-    onnx: bytes | str | os.PathLike[str],
+    onnx: bytes,
     *,
     settings: BuildSettings | None = None,
     timing_cache_path: str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, ShapeSpec] | None = None,
 ) -> bytes:
-    """Build a serialized TensorRT engine from an ONNX model (bytes or a file path).
+    """Build a serialized TensorRT engine from ONNX model bytes (``OnnxFromModule``'s).
 
     The network is strongly typed, so ``settings.precision`` must match the ONNX
     file's input type (fp16: export the ONNX in fp16). TF32 is set or cleared as
@@ -356,17 +362,10 @@ def build_serialized_engine(
     if network is None:
         raise ProfilerError(f"tensorrt: cannot create a network{_since(mark)}")
     parser = trt.OnnxParser(network, logger)
-    if isinstance(onnx, bytes):
-        source, ok = "<bytes>", parser.parse(onnx)
-    else:
-        source = str(onnx)
-        if not Path(source).is_file():
-            raise ProfilerError(f"tensorrt: ONNX file not found: {source}")
-        ok = parser.parse_from_file(source)  # resolves external weight files next to it
-    if not ok:
+    if not parser.parse(onnx):
         errors = "; ".join(_one_line(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise ProfilerError(f"tensorrt: cannot parse ONNX {source}: {errors or 'no reason given'}")
-    inputs = _check_input_types(trt, network, settings.precision, source)
+        raise ProfilerError(f"tensorrt: cannot parse the ONNX model: {errors or 'no reason given'}")
+    inputs = _check_input_types(trt, network, settings.precision)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
@@ -395,7 +394,7 @@ def build_serialized_engine(
     _load_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ProfilerError(f"tensorrt: engine build failed for ONNX {source}{_since(mark)}")
+        raise ProfilerError(f"tensorrt: engine build failed{_since(mark)}")
     if cache_path is not None:
         _save_timing_cache(config, cache_path)
     return bytes(memoryview(serialized))
@@ -430,7 +429,7 @@ class _UndeserializableEngine(ProfilerError):
 class EngineRunner(Prepared):
     """An engine with its buffers bound once (``buffers`` by tensor name, in the engine's
     own I/O types), run on its own stream and timed with CUDA events on that stream.
-    Also used by ``densenas export`` to check an engine's output against PyTorch."""
+    ``infer`` copies its input into the bound input buffer, so it runs at the bound shape."""
 
     def __init__(self, engine_bytes: bytes, x: torch.Tensor, device_index: int = 0) -> None:
         import tensorrt as trt
@@ -450,21 +449,19 @@ class EngineRunner(Prepared):
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
             raise ProfilerError(f"tensorrt: expected one engine input, found {inputs}")
+        (self._input,) = inputs
+        self._set_input_shape(self._input, tuple(x.shape), mark)
         self.buffers: dict[str, torch.Tensor] = {}
-        for name in inputs:
-            self._set_input_shape(name, tuple(x.shape), mark)
-            self.buffers[name] = self.gpu.upload(x, _torch_dtype(self.engine.get_tensor_dtype(name)))
         for name in names:
-            if name not in self.buffers:
-                shape = tuple(self.context.get_tensor_shape(name))
-                if any(d < 0 for d in shape):
-                    raise ProfilerError(f"tensorrt: output {name!r} has unresolved shape {shape}")
-                self.buffers[name] = self.gpu.empty(shape, _torch_dtype(self.engine.get_tensor_dtype(name)))
-        for name, tensor in self.buffers.items():
-            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise ProfilerError(f"tensorrt: tensor {name!r} has unresolved shape {shape}")
+            self.buffers[name] = self.gpu.empty(shape, _torch_dtype(self.engine.get_tensor_dtype(name)))
+            if not self.context.set_tensor_address(name, self.buffers[name].data_ptr()):
                 raise ProfilerError(f"tensorrt: cannot bind tensor {name!r}{_since(mark)}")
         self.stream = self.gpu.new_stream()
         self._handle = self.gpu.handle(self.stream)
+        self.gpu.write(self.stream, self.buffers[self._input], x)
 
     def _set_input_shape(self, name: str, shape: tuple[int, ...], mark: int) -> None:
         built = tuple(self.engine.get_tensor_shape(name))
@@ -486,28 +483,20 @@ class EngineRunner(Prepared):
     def run(self, n: int) -> float:
         return self.gpu.time(self.stream, self._launch, n)
 
-    def output(self, name: str = OUTPUT_NAME) -> np.ndarray:
-        """The named output after the last run, as fp32 numpy on the host."""
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        bound = self.buffers[self._input]
+        if tuple(x.shape) != tuple(bound.shape):
+            raise ProfilerError(f"tensorrt: the runner's input {self._input!r} is {tuple(bound.shape)}, got {x.shape}")
+        self.gpu.write(self.stream, bound, torch.from_numpy(x))
+        self._launch()
         self.gpu.synchronize(self.stream)
-        return self.gpu.to_host(self.buffers[name])
+        return self.gpu.to_host(self.buffers[OUTPUT_NAME])
 
     def close(self) -> None:
         self.gpu.synchronize(self.stream)
         del self.context, self.engine, self.runtime, self.buffers
-
-
-_EngineRun = EngineRunner  # the name densenas.export first imported
-
-
-def run_engine_once(engine_bytes: bytes, x: torch.Tensor, device_index: int = 0) -> np.ndarray:
-    """One inference of a serialized engine on ``x`` (cast to the engine's input type);
-    the output as fp32 numpy. What ``densenas export`` checks parity with."""
-    runner = EngineRunner(engine_bytes, x, device_index)
-    try:
-        runner.run(1)
-        return runner.output()
-    finally:
-        runner.close()
 
 
 # -- the profiler ---------------------------------------------------------------------------
@@ -653,17 +642,21 @@ class TensorRTProfiler(Profiler):
             cache.store(key, engine)
         return key, engine
 
+    def engine_runner(self, engine_bytes: bytes, input_shape: Sequence[int]) -> EngineRunner:
+        """A runner of a serialized engine on this profiler's GPU, its timed input the
+        seeded example input in the engine's own input type."""
+        return EngineRunner(engine_bytes, self.example_input(input_shape), self.device_index)
+
     def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
-        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision).to_bytes()
+        onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision)()
         key, engine = self._engine_bytes(onnx_bytes)
-        x = self.example_input(input_shape)
         try:
-            return EngineRunner(engine, x, self.device_index)
+            return self.engine_runner(engine, input_shape)
         except _UndeserializableEngine:
             # a damaged cache file: rebuild once from the ONNX
             self.engine_cache().discard(key)
             _, engine = self._engine_bytes(onnx_bytes)
-            return EngineRunner(engine, x, self.device_index)
+            return self.engine_runner(engine, input_shape)
 
     def _fingerprint_extra(self) -> dict[str, object]:
         facts: dict[str, object] = {

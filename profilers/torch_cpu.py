@@ -10,13 +10,17 @@ from densenas.profilers.base import Profiler
 from densenas.profilers.protocol import Prepared
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
     from densenas.profilers.layers import LayerTimes
 
 
-class _EagerCPU(Prepared):
+class EagerRunner(Prepared):
+    """``module(x)`` in eager mode under ``torch.inference_mode``, timed on the host clock;
+    ``infer`` runs on the module's device in the prepared input's dtype."""
+
     def __init__(self, module: nn.Module, x: torch.Tensor) -> None:
         self.module = module
         self.x = x
@@ -30,6 +34,12 @@ class _EagerCPU(Prepared):
             for _ in range(n):
                 module(x)
             return (time.perf_counter_ns() - t0) * 1e-9
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.as_tensor(x, device=self.x.device, dtype=self.x.dtype)).float().cpu().numpy()
 
     def close(self) -> None:
         del self.module, self.x
@@ -84,7 +94,7 @@ class TorchCPUProfiler(Profiler):
     def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
         import torch
 
-        return _EagerCPU(module.to("cpu", torch.float32), self.example_input(input_shape))
+        return EagerRunner(module.to("cpu", torch.float32), self.example_input(input_shape))
 
     def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
         import torch

@@ -8,6 +8,7 @@ from densenas.profilers import hostinfo
 from densenas.profilers.base import Profiler
 from densenas.profilers.errors import ProfilerError
 from densenas.profilers.protocol import Prepared
+from densenas.profilers.torch_cpu import EagerRunner
 
 if TYPE_CHECKING:
     import torch
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 FALLBACK_HINT = "run on a machine with an NVIDIA GPU or use --backend torch-cpu"
 
 
-class _EagerCUDA(Prepared):
+class _EagerCUDA(EagerRunner):
     """``n`` forward calls between two CUDA events on the current stream.
 
     When the GPU outruns the host (tiny ops), the events measure launch throughput,
@@ -26,8 +27,7 @@ class _EagerCUDA(Prepared):
     def __init__(self, module: nn.Module, x: torch.Tensor) -> None:
         import torch
 
-        self.module = module
-        self.x = x
+        super().__init__(module, x)
         self.start = torch.cuda.Event(enable_timing=True)
         self.end = torch.cuda.Event(enable_timing=True)
 
@@ -42,9 +42,6 @@ class _EagerCUDA(Prepared):
             self.end.record()
         self.end.synchronize()
         return self.start.elapsed_time(self.end) * 1e-3
-
-    def close(self) -> None:
-        del self.module, self.x
 
 
 class TorchCUDAProfiler(Profiler):

@@ -54,6 +54,15 @@ def test_dynamic_batch_engine_is_built_and_checked_for_min_opt_max(fake, tmp_pat
     assert knobs.builds[-1]["profiles"] == [{"input": [[1, 3, 16, 16], [2, 3, 16, 16], [5, 3, 16, 16]]}]
 
 
+def test_tensorrt_availability_is_checked_once_per_export(fake, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = []
+    available = TensorRTProfiler.available
+    monkeypatch.setattr(TensorRTProfiler, "available", classmethod(lambda cls: checks.append(cls) or available()))
+    export_arch(_arch(), tmp_path / "m.engine", fmt="tensorrt", dynamic_batch=True, max_batch=3)
+    assert len(checks) == 1
+
+
 def test_default_max_batch_is_32(fake, tmp_path: Path) -> None:
     result = export_arch(_arch(), tmp_path / "dyn.engine", fmt="tensorrt", dynamic_batch=True)
     assert result.batch_profile == (1, 1, 32)

@@ -40,11 +40,12 @@ def export(
     from densenas.export import check_format, export_arch
 
     arch = load_arch(arch_path)
-    check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
+    profiler = check_format(fmt, precision, batch=batch, dynamic_batch=dynamic_batch, max_batch=max_batch)
     if weights is None:
         warn(f"no --weights: exporting {arch_path} with seeded random weights (seed {seed})")
     result = export_arch(arch, out_path, fmt=fmt, weights=weights, precision=precision, batch=batch,
-                         dynamic_batch=dynamic_batch, max_batch=max_batch, tolerance=tolerance, seed=seed)
+                         dynamic_batch=dynamic_batch, max_batch=max_batch, tolerance=tolerance, seed=seed,
+                         profiler=profiler)
     d = result.to_dict()
     if as_json:
         print_json(d)

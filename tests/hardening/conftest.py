@@ -24,7 +24,7 @@ from tests.micro_space import MICRO, MICRO_NET_CONFIG, MICRO_OPS  # noqa: F401 (
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-# what fileio.atomic_path (and profilers' write_atomic) name their temporary files
+# what profilers.atomic.atomic_path names its temporary files
 TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 

@@ -24,6 +24,9 @@ class _Recorded(Prepared):
         self.log.append((self.key, n))
         return self.inner.run(n)
 
+    def infer(self, x: object) -> object:
+        return self.inner.infer(x)
+
     def close(self) -> None:
         self.log.append((self.key, -1))
         self.inner.close()

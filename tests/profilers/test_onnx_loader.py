@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,7 +10,7 @@ import torch
 from torch import nn
 
 from densenas.profilers.errors import ProfilerError
-from densenas.profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, OnnxFromModule, export_onnx, onnx_structure_hash
+from densenas.profilers.onnx_loader import INPUT_NAME, OUTPUT_NAME, OnnxFromModule, onnx_structure_hash
 
 SHAPE = (1, 8, 16, 16)
 
@@ -38,24 +36,24 @@ def _randomise_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def _ort_run(data: bytes | str, x: np.ndarray) -> np.ndarray:
+def _ort_run(data: bytes, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return session.run(None, {INPUT_NAME: x})[0]
 
 
-def test_export_round_trips_in_onnxruntime(tmp_path: Path) -> None:
+def test_export_round_trips_in_onnxruntime() -> None:
     torch.manual_seed(0)
     module = _randomise_bn(mbconv_like()).train()
-    path = export_onnx(module, SHAPE, tmp_path / "op.onnx")
-    assert path.is_file() and module.training  # the caller's module is left in train mode
+    data = OnnxFromModule(module, SHAPE)()
+    assert module.training  # the caller's module is left in train mode
     x = torch.randn(SHAPE)
     with torch.no_grad():
         expected = module.eval()(x).numpy()
-    np.testing.assert_allclose(_ort_run(str(path), x.numpy()), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_ort_run(data, x.numpy()), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_batchnorm_is_folded_and_names_are_fixed() -> None:
-    model = onnx.load_from_string(OnnxFromModule(mbconv_like(), SHAPE).to_bytes())
+    model = onnx.load_from_string(OnnxFromModule(mbconv_like(), SHAPE)())
     ops = [node.op_type for node in model.graph.node]
     assert "BatchNormalization" not in ops and ops.count("Conv") == 3
     assert [i.name for i in model.graph.input] == [INPUT_NAME]
@@ -64,34 +62,34 @@ def test_batchnorm_is_folded_and_names_are_fixed() -> None:
 
 def test_dynamic_batch_runs_at_another_batch() -> None:
     module = mbconv_like().eval()
-    data = OnnxFromModule(module, SHAPE, dynamic_batch=True).to_bytes()
+    data = OnnxFromModule(module, SHAPE, dynamic_batch=True)()
     x = torch.randn(3, *SHAPE[1:])
     with torch.no_grad():
         expected = module(x).numpy()
     np.testing.assert_allclose(_ort_run(data, x.numpy()), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_loader_returns_bytes_or_a_path(tmp_path: Path) -> None:
-    assert isinstance(OnnxFromModule(nn.ReLU(), (1, 2))(), bytes)
-    target = tmp_path / "sub" / "relu.onnx"
-    assert OnnxFromModule(nn.ReLU(), (1, 2), path=target)() == target and target.is_file()
+def test_loader_returns_checked_onnx_bytes() -> None:
+    data = OnnxFromModule(nn.ReLU(), (1, 2))()
+    assert isinstance(data, bytes)
+    onnx.checker.check_model(onnx.load_from_string(data))
 
 
 def test_fp16_export_leaves_the_module_in_fp32() -> None:
     module = mbconv_like()
-    model = onnx.load_from_string(OnnxFromModule(module, SHAPE, precision="fp16").to_bytes())
+    model = onnx.load_from_string(OnnxFromModule(module, SHAPE, precision="fp16")())
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert next(module.parameters()).dtype == torch.float32
 
 
 def test_structure_hash_ignores_weights_but_not_shapes() -> None:
-    a = OnnxFromModule(mbconv_like(), SHAPE).to_bytes()
-    b = OnnxFromModule(mbconv_like(), SHAPE).to_bytes()  # other random weights
-    c = OnnxFromModule(mbconv_like(), (1, 8, 32, 32)).to_bytes()
+    a = OnnxFromModule(mbconv_like(), SHAPE)()
+    b = OnnxFromModule(mbconv_like(), SHAPE)()  # other random weights
+    c = OnnxFromModule(mbconv_like(), (1, 8, 32, 32))()
     assert a != b
     assert onnx_structure_hash(a) == onnx_structure_hash(b) != onnx_structure_hash(c)
 
 
 def test_a_module_that_cannot_run_at_the_shape_is_a_profiler_error() -> None:
     with pytest.raises(ProfilerError, match=r"Sequential at input shape \(1, 3, 16, 16\)"):
-        OnnxFromModule(mbconv_like(), (1, 3, 16, 16)).to_bytes()
+        OnnxFromModule(mbconv_like(), (1, 3, 16, 16))()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -64,6 +65,19 @@ def test_overhead_is_positive_and_below_a_real_op(cls: type[Profiler]) -> None:
         overhead = profiler.overhead()
         conv = profiler.measure(conv_bn_relu(), SHAPE)
     assert 0 < overhead.median_ms < conv.median_ms
+
+
+@pytest.mark.parametrize("cls", HOST_BACKENDS)
+def test_the_runner_that_is_timed_infers_what_the_module_computes(cls: type[Profiler]) -> None:
+    module = conv_bn_relu().eval()
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))  # not the runner's own input
+    with cls(protocol=FAST) as profiler, profiler.runner(module, SHAPE) as runner:
+        got = runner.infer(x.numpy())
+        assert runner.run(2) > 0
+    with torch.no_grad():
+        want = module(x).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_measure_leaves_the_callers_module_untouched() -> None:
@@ -153,6 +167,10 @@ def test_torch_cuda_measures_a_conv(precision: str) -> None:
     check_sane(conv, FAST)
     assert overhead.median_ms > 0
     assert fp["gpu"] and fp["compute_capability"] and fp["precision"] == precision
+    x = torch.randn(SHAPE)
+    with TorchCUDAProfiler(precision=precision).runner(conv_bn_relu(), SHAPE) as runner:
+        got = runner.infer(x.numpy())
+    assert got.dtype == np.float32 and got.shape == (1, 32, 32, 32)
 
 
 @pytest.mark.skipif(not TensorRTProfiler.available()[0], reason="needs TensorRT and a CUDA GPU")

@@ -29,7 +29,7 @@ def _onnx(c_out: int, seed: int) -> bytes:
     import torch
 
     torch.manual_seed(seed)
-    return OnnxFromModule(nn.Conv2d(4, c_out, 3), (1, 4, 8, 8)).to_bytes()
+    return OnnxFromModule(nn.Conv2d(4, c_out, 3), (1, 4, 8, 8))()
 
 
 def test_engine_key_depends_on_structure_and_precision_not_weights() -> None:

@@ -58,7 +58,7 @@ def test_the_fake_refuses_what_the_real_version_lacks(fake) -> None:
 @pytest.mark.parametrize("tf32", [False, True])
 def test_fp32_build_is_strongly_typed_and_tf32_is_what_was_asked(fake, tf32: bool) -> None:
     _, knobs = fake
-    onnx = OnnxFromModule(conv(), SHAPE).to_bytes()
+    onnx = OnnxFromModule(conv(), SHAPE)()
     settings = backend.BuildSettings(tf32=tf32, workspace_bytes=1 << 20, optimization_level=2)
     engine = backend.build_serialized_engine(onnx, settings=settings)
     built = knobs.builds[-1]
@@ -70,36 +70,36 @@ def test_fp32_build_is_strongly_typed_and_tf32_is_what_was_asked(fake, tf32: boo
 
 def test_fp16_comes_from_an_fp16_onnx_with_fp16_io(fake) -> None:
     _, knobs = fake
-    onnx = OnnxFromModule(conv(), SHAPE, precision="fp16").to_bytes()
+    onnx = OnnxFromModule(conv(), SHAPE, precision="fp16")()
     engine = backend.build_serialized_engine(onnx, settings=backend.BuildSettings("fp16"))
     built = knobs.builds[-1]
     assert built["strongly_typed"] and not {"FP16", "INT8", "BF16"} & set(built["flags"])
     assert [t["dtype"] for t in built["inputs"] + built["outputs"]] == ["HALF", "HALF"]
     x = torch.randn(SHAPE)
-    runner = backend.EngineRunner(engine, x)
-    try:
+    with backend.EngineRunner(engine, torch.zeros(SHAPE)) as runner:
         assert runner.buffers["input"].dtype == torch.float16
-        runner.run(1)
-        got = runner.output()
-    finally:
-        runner.close()
+        assert runner.run(2) > 0
+        got = runner.infer(x.numpy())
+        with pytest.raises(ProfilerError, match=r"input 'input' is \(1, 4, 8, 8\), got \(2, 4, 8, 8\)"):
+            runner.infer(np.zeros((2, 4, 8, 8), np.float32))
     want = conv()(x).detach().numpy()
     assert got.dtype == np.float32 and np.abs(got - want).max() < 2e-2
 
 
 def test_fp16_settings_refuse_an_fp32_onnx(fake) -> None:
-    onnx = OnnxFromModule(conv(), SHAPE).to_bytes()
+    onnx = OnnxFromModule(conv(), SHAPE)()
     with pytest.raises(ProfilerError, match="input 'input' is FLOAT, precision fp16 needs HALF"):
         backend.build_serialized_engine(onnx, settings=backend.BuildSettings("fp16"))
 
 
 def test_dynamic_batch_engine_runs_inside_its_profile_and_refuses_outside(fake) -> None:
-    onnx = OnnxFromModule(conv(), (2, 4, 8, 8), dynamic_batch=True).to_bytes()
+    onnx = OnnxFromModule(conv(), (2, 4, 8, 8), dynamic_batch=True)()
     shapes = {"input": ((1, 4, 8, 8), (2, 4, 8, 8), (6, 4, 8, 8))}
     engine = backend.build_serialized_engine(onnx, input_shapes=shapes)
     for batch in (1, 6):
         x = torch.randn(batch, 4, 8, 8)
-        got = backend.run_engine_once(engine, x)
+        with backend.EngineRunner(engine, x) as runner:
+            got = runner.infer(x.numpy())
         assert got.shape == (batch, 8, 8, 8)
         assert np.abs(got - conv()(x).detach().numpy()).max() < 1e-4
     with pytest.raises(ProfilerError, match=r"outside the engine's profile .*min \(1, 4, 8, 8\), max \(6, 4, 8, 8\)"):
@@ -112,12 +112,12 @@ def test_dynamic_batch_engine_runs_inside_its_profile_and_refuses_outside(fake) 
 
 def test_timing_cache_is_merged_across_builds(fake, tmp_path: Path) -> None:
     cache = tmp_path / "timing.cache"
-    backend.build_serialized_engine(OnnxFromModule(conv(), SHAPE).to_bytes(), timing_cache_path=cache)
+    backend.build_serialized_engine(OnnxFromModule(conv(), SHAPE)(), timing_cache_path=cache)
     first = cache.read_bytes()
-    backend.build_serialized_engine(OnnxFromModule(conv(), (2, 4, 8, 8)).to_bytes(), timing_cache_path=cache)
+    backend.build_serialized_engine(OnnxFromModule(conv(), (2, 4, 8, 8))(), timing_cache_path=cache)
     assert len(cache.read_bytes()) > len(first)  # the second build's entries joined the first's
     cache.write_bytes(b"garbage")  # a damaged cache is only a lost speed-up
-    backend.build_serialized_engine(OnnxFromModule(conv(), SHAPE).to_bytes(), timing_cache_path=cache)
+    backend.build_serialized_engine(OnnxFromModule(conv(), SHAPE)(), timing_cache_path=cache)
     assert cache.read_bytes() != b"garbage"
 
 

@@ -720,9 +720,6 @@ def build_module(surface_path: Path) -> tuple[FakeModule, Knobs]:
 class HostBuffers:
     """``DeviceBuffers`` in host memory: the fake engine reads and writes these addresses."""
 
-    def upload(self, x: Any, dtype: Any) -> Any:
-        return x.to(dtype=dtype).contiguous().clone()
-
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         import torch
 
@@ -739,6 +736,9 @@ class HostBuffers:
         for _ in range(n):
             launch()
         return time.perf_counter() - t0
+
+    def write(self, stream: object, buffer: Any, x: Any) -> None:
+        buffer.copy_(x)
 
     def synchronize(self, stream: object) -> None:
         pass

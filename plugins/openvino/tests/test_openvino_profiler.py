@@ -73,6 +73,9 @@ def test_the_compiled_op_computes_what_torch_computes() -> None:
         with torch.no_grad():
             want = conv(profiler.example_input((1, 8, 12, 12))).numpy()
         assert abs(got - want).max() < 1e-4  # fp32 inference, not bf16
+        x = torch.randn(1, 8, 12, 12)
+        with torch.no_grad():
+            assert abs(prepared.infer(x.numpy()) - conv(x).numpy()).max() < 1e-4  # any input, not only the timed one
         assert prepared.compiled.get_property("INFERENCE_NUM_THREADS") == 1
         assert prepared.compiled.get_property("NUM_STREAMS") == 1
         prepared.close()
