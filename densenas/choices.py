@@ -1,5 +1,5 @@
-"""The closed sets of names a user picks from, one enum each, so that what is accepted and
-what an error lists cannot drift apart."""
+"""The closed sets of names a user picks from, one enum each: what is accepted and what an
+error lists cannot drift apart."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from densenas.errors import DensenasError
 
 
 class Choice(str, Enum):
-    def __str__(self) -> str:  # the plain value in messages and argv, on every Python version
+    def __str__(self) -> str:  # the plain value in messages, on every Python version
         return self.value
 
     @classmethod
     def parse(cls, value: str, what: str) -> "Choice":
-        """``value`` as a member; otherwise one DensenasError: ``{what} must be one of ...``."""
+        """``value`` as a member, or one DensenasError: ``{what} must be one of ...``."""
         try:
             return cls(value)
         except ValueError:
@@ -22,11 +22,9 @@ class Choice(str, Enum):
 
 
 class CostType(Choice):
-    """What the search's cost term counts: LUT latency, or computed MACs or params."""
-
-    LATENCY = "latency"
-    FLOPS = "flops"
-    PARAMS = "params"
+    LATENCY = "latency"  # from a LUT
+    FLOPS = "flops"  # computed multiply-adds
+    PARAMS = "params"  # computed
 
 
 class Precision(Choice):

@@ -59,6 +59,12 @@ class SearchOptions(Strict):
         return device
 
 
+# Before versioning (version 1), two options had other names and four values of the space's
+# search section were repeated at the top level (copies of the same values).
+_V1_NAMES = {"cost_type": "cost", "target_latency_ms": "target_latency"}
+_V1_COPIES = ("val_start_epoch", "log_base", "sample_policy", "weight_sample_num")
+
+
 class RunSettings(Strict):
     """Every number a search runs with (recorded in run.json and the checkpoint): the
     options that change results, under their option names, and the space's search section."""
@@ -86,26 +92,14 @@ class RunSettings(Strict):
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> "RunSettings":
         if not isinstance(d, dict):
-            raise DensenasError(f"{source}: field settings: expected a mapping")
-        return validate(cls, d if "version" in d else _from_v1(d), f"{source} settings")
+            raise DensenasError(f"{source} settings: expected a mapping")
+        if "version" not in d:
+            d = {**{_V1_NAMES.get(k, k): v for k, v in d.items() if k not in _V1_COPIES}, "version": SETTINGS_VERSION}
+        return validate(cls, d, f"{source} settings")
 
 
 # The options a resumed search must not change: those the run records.
 _RECORDED = [name for name in SearchOptions.model_fields if name in RunSettings.model_fields]
-
-# Before versioning, two options had other names and four values of the space's search
-# section were repeated at the top level (copies of the same values).
-_V1_NAMES = {"cost_type": "cost", "target_latency_ms": "target_latency"}
-_V1_COPIES = ("val_start_epoch", "log_base", "sample_policy", "weight_sample_num")
-
-
-def _from_v1(d: dict[str, Any]) -> dict[str, Any]:
-    new = {_V1_NAMES.get(k, k): v for k, v in d.items() if k not in _V1_COPIES}
-    if not new.get("search") and isinstance(d.get("space_path"), str):
-        from densenas.space.config import load_space_config
-
-        new["search"] = load_space_config(d["space_path"]).search.model_dump()  # what the engine then read
-    return {**new, "version": SETTINGS_VERSION}
 
 
 def default_lut(space: str) -> str:
@@ -125,26 +119,25 @@ def default_lut(space: str) -> str:
     )
 
 
-def default_run_dir(space: str) -> str:
-    return str(Path("runs") / f"search-{Path(space).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+def default_run_dir(space: str) -> Path:
+    return Path("runs") / f"search-{Path(space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resolve(options: SearchOptions, *, world_size: int = 1) -> tuple[RunSettings, Path]:
     """Settings and run directory for ``options``; on ``--resume`` the run's own settings,
     with any explicitly given option that would change the results refused."""
+    run_dir = options.out or default_run_dir(options.space or DEFAULT_SPACE)
+    ckpt = run_dir / CHECKPOINT
     if options.resume:
-        if not options.out:
+        if options.out is None:
             raise DensenasError("--resume needs --out RUN_DIR: the directory of the search to continue")
-        run_dir = Path(options.out)
-        ckpt = run_dir / CHECKPOINT
         if ckpt.exists():
             from densenas.search.checkpoint import load_checkpoint
 
             stored = RunSettings.from_dict(load_checkpoint(ckpt).get("settings", {}), source=str(ckpt))
             _check_same(options, stored, world_size, ckpt)
             return stored, run_dir
-    run_dir = Path(options.out) if options.out else Path(default_run_dir(options.space or DEFAULT_SPACE))
-    if not options.resume and (run_dir / CHECKPOINT).exists():
+    elif ckpt.exists():
         raise DensenasError(
             f"{run_dir} already holds a search ({CHECKPOINT}); continue it with --resume or choose another --out"
         )

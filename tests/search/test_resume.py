@@ -96,8 +96,6 @@ def test_version_1_settings_read_as_the_same_settings(tiny_lut):
     now = fresh(SearchOptions(lut=str(tiny_lut), epochs=2, cost="latency", target_latency=1.5, seed=4))
     old = _as_version_1(now)
     assert RunSettings.from_dict(old, source="run.json") == now
-    # the oldest runs kept no search section: the engine read the space's
-    assert RunSettings.from_dict({k: v for k, v in old.items() if k != "search"}, source="run.json") == now
     with pytest.raises(DensenasError, match="run.json settings: field epochs"):
         RunSettings.from_dict({k: v for k, v in old.items() if k != "epochs"}, source="run.json")
 
