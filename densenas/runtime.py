@@ -280,13 +280,13 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source:
     own = model.state_dict()
     for key, tensor in own.items():
         if key not in state_dict:
-            raise DensenasError(f"{source}: does not match {target}: first mismatching key {key!r} is missing from the weights")
+            raise DensenasError(f"{source}: weights do not fit {target}: first mismatching key {key!r} is missing from the weights")
         if tuple(state_dict[key].shape) != tuple(tensor.shape):
             raise DensenasError(
-                f"{source}: does not match {target}: first mismatching key {key!r} has shape "
+                f"{source}: weights do not fit {target}: first mismatching key {key!r} has shape "
                 f"{tuple(state_dict[key].shape)} in the weights, {tuple(tensor.shape)} in the network"
             )
     extra = [k for k in state_dict if k not in own]
     if extra:
-        raise DensenasError(f"{source}: does not match {target}: first mismatching key {extra[0]!r} is not in the network")
+        raise DensenasError(f"{source}: weights do not fit {target}: first mismatching key {extra[0]!r} is not in the network")
     model.load_state_dict(state_dict, strict=True)
