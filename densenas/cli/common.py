@@ -4,7 +4,6 @@ several processes (``search``, ``train``) the torchrun re-launch of the command 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -28,7 +27,7 @@ NprocOpt = Annotated[Optional[int], typer.Option(
 def relaunch(ctx: typer.Context, nproc: int, device: str, **fixed: Any) -> None:
     """Run this command again under torchrun on ``nproc`` processes: the options it was
     given, but ``--nproc``, with ``fixed`` (by parameter name) in place of what was given."""
-    from densenas.search.distributed import launch
+    from densenas.runtime import launch
 
     argv = [ctx.info_name]
     for param in ctx.command.params:
@@ -44,7 +43,9 @@ def relaunch(ctx: typer.Context, nproc: int, device: str, **fixed: Any) -> None:
 def main_result(job: Callable[[], T]) -> T | None:
     """``job()``'s result on the main process, None on torchrun's other ranks. A user error
     is rank 0's to report; the other ranks leave with exit code 2, quietly."""
-    main = os.environ.get("RANK", "0") == "0"
+    from densenas.runtime import is_main_process
+
+    main = is_main_process()
     try:
         result = job()
     except DensenasError:

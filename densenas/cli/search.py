@@ -33,7 +33,7 @@ def search(
 ) -> None:
     """Search an architecture: supernet + data + LUT -> arch_params.json and arch.json, every epoch."""
     from densenas.search import SearchOptions, check, run_search
-    from densenas.search.distributed import launched_by_torchrun
+    from densenas.runtime import launched_by_torchrun
 
     options = SearchOptions(space=space, lut=lut, data=data, epochs=epochs, arch_update_epoch=arch_update_epoch,
                             batch_size=batch_size, cost=cost, sub_loss_factor=sub_loss_factor,

@@ -54,7 +54,7 @@ def train(
         arch=arch, model=model, data=data, config=config, run_dir=out_dir, resume=resume, device=device,
         workers=workers, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, image_size=image_size,
     )
-    from densenas.search.distributed import launched_by_torchrun
+    from densenas.runtime import launched_by_torchrun
 
     if nproc is not None and not launched_by_torchrun():
         if nproc > 0 and job.recipe.batch_size % nproc:

@@ -16,7 +16,7 @@ from densenas.profilers import get_profiler_class
 from densenas.profilers.errors import ProfilerError
 from densenas.profilers.layers import OTHER, from_ort_trace, module_path, owner
 from densenas.space import SearchSpace
-from densenas.validate import sample_archs
+from densenas.lut.validate import sample_archs
 from tests.conftest import assert_user_error, run_cli
 from tests.test_bench_validate import MICRO_YAML as MICRO
 
