@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from densenas.arch import Arch
+    from densenas.lut.meta import Deployment
     from densenas.lut.store import LatencyTable
     from densenas.profilers import Profiler
     from densenas.space import SearchSpace
@@ -306,15 +307,16 @@ def is_shipped(path: str | Path) -> bool:
         return False
 
 
-def default_deployment(table: "LatencyTable", network_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def default_deployment(table: "LatencyTable", network_options: dict[str, Any] | None = None) -> "Deployment":
     """The deployment configuration a LUT records (``meta.deployment``): the backend
     options whole networks run with (``network_options``, default the backend's
     ``deployment_options``) beside those its isolated rows were timed with."""
     from densenas.bench import op_options
+    from densenas.lut.meta import Deployment
     from densenas.profilers import get_profiler_class
 
     chosen = get_profiler_class(table.backend).deployment_options() if network_options is None else network_options
-    return {"network_options": dict(chosen), "op_timing_options": op_options(table)}
+    return Deployment(network_options=dict(chosen), op_timing_options=op_options(table))
 
 
 @dataclass
@@ -340,7 +342,7 @@ class RefineResult:
     stored: bool
     refined_lut: str | None
     reason: str
-    deployment: dict[str, Any]
+    deployment: "Deployment"
     wall_s: float = 0.0
     timing_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -356,7 +358,7 @@ class RefineResult:
             "noise_floor": None if self.noise_floor is None else self.noise_floor.to_dict(),
             "fit_mape": self.fit_mape, "rows_fitted": self.rows_fitted, "min_cover": self.min_cover,
             "host_busy_cpus": self.host_busy_cpus, "busy": self.busy, "stored": self.stored,
-            "refined_lut": self.refined_lut, "reason": self.reason, "deployment": self.deployment,
+            "refined_lut": self.refined_lut, "reason": self.reason, "deployment": self.deployment.to_lut(),
             "wall_s": round(self.wall_s, 2), "timing_s": round(self.timing_s, 2), "notes": self.notes,
         }
 
@@ -406,8 +408,8 @@ def refine_lut(
         raise DensenasError(f"space {space.name} has too few distinct networks to refine a LUT")
 
     candidate = copy.deepcopy(table)  # the file changes only if the fit earns its place
-    if not isinstance(candidate.meta.get("deployment"), dict):
-        candidate.meta["deployment"] = default_deployment(candidate)
+    if candidate.deployment is None:
+        candidate.deployment = default_deployment(candidate)
     prof = profiler_for_lut(candidate, deployed=True)
     options = network_options(candidate)
     log(f"timing {len(fit_archs)} covering networks and {len(held)} held-out ones (twice each) of {space.name} "
@@ -424,8 +426,8 @@ def refine_lut(
     fitted = dict(zip(d_fit.keys, (float(c) for c in costs)))
     cover = int(d_fit.counts.astype(bool).sum(axis=0).min()) if d_fit.keys else 0
     noise = times.noise_floor()
-    deployment = {**candidate.meta["deployment"], "backend": prof.name, "threads": prof.threads_in_effect(),
-                  "timing_scope": prof.timing_scope}
+    deployment = candidate.deployment.model_copy(update={"backend": prof.name, "threads": prof.threads_in_effect(),
+                                                         "timing_scope": prof.timing_scope})
     plain = copy.deepcopy(table)
     plain.calibration, plain.refinement = {}, None
     r_isolated = accuracy([arch_cost(a, plain).total for a in held], held_m)
@@ -437,7 +439,7 @@ def refine_lut(
         "method": METHOD, "networks": len(fit_archs), "prior_strength": strength,
         "held_out": {"networks": float(len(held)), "mape": 0.0},  # scored below, with this refinement in force
         "fitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "deployment": deployment, "host_busy": times.host_busy_cpus,
+        "deployment": deployment.to_lut(), "host_busy": times.host_busy_cpus,
     }
     r_refined = accuracy([arch_cost(a, candidate).total for a in held], held_m)
     candidate.refinement = {**candidate.refinement.to_lut(), "held_out": held_out_record(r_refined, r_as_is, r_isolated, noise)}

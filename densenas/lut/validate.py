@@ -388,8 +388,9 @@ def validate_lut(
     if table.device not in ("unknown", result.device):
         result.notes.append(f"the LUT was measured on {table.device}, this machine is {result.device}: "
                             "its op times may not describe this CPU")
-    if table.meta.get("threads") not in (None, result.threads):
-        result.notes.append(f"the LUT was measured with {table.meta.get('threads')} threads, this run used {result.threads}")
+    measured_threads = table.provenance.threads
+    if measured_threads not in (None, result.threads):
+        result.notes.append(f"the LUT was measured with {measured_threads} threads, this run used {result.threads}")
     if calibrate:
         sums = result.sum_of_ops_ms
         layers = [len(a.layers()) for a in archs]
