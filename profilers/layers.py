@@ -9,6 +9,7 @@ owns (layout reorders between layers, the graph's own copies) kept apart.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -127,6 +128,49 @@ def from_ort_trace(events: Iterable[Mapping[str, object]], layers: Sequence[str]
             parts[w][op] = parts[w].get(op, 0.0) + dur * 1e-3
     kept = slice(skip_runs, None)
     return summarise(per_run[kept], layers, "ONNX Runtime session profiler: kernel time of each node", parts[kept])
+
+
+# -- TensorRT's IProfiler ----------------------------------------------------------------
+
+REFORMAT = "Reformatting CopyNode"
+_SCOPED = re.compile(r"/[^\s,+()\[\]{}]+")
+
+
+def fused_members(layer_name: str) -> list[str]:
+    """The ONNX nodes a TensorRT engine layer was built from, read off its name. TensorRT
+    names a fused layer after its members: ``A + B`` (a conv and the activation it
+    absorbed), ``PWN(A, B)`` (pointwise ops, nested), ``{ForeignNode[A...B]}`` (a range
+    handed to Myelin, by its first and last node). A layer TensorRT inserted has no
+    members: a layout change (``Reformatting CopyNode for Input Tensor 0 to A`` names the
+    layer it feeds, not one it belongs to) or an unnamed one (``(Unnamed Layer* 3) [Shuffle]``)."""
+    if layer_name.startswith(REFORMAT):
+        return []
+    return [m for found in _SCOPED.findall(layer_name) for m in found.split("...") if m]
+
+
+def from_tensorrt_reports(runs: Sequence[Sequence[tuple[str, float]]], layers: Sequence[str]) -> LayerTimes:
+    """Per-layer times from what a TensorRT ``IProfiler`` was told, one list of (layer
+    name, ms) per run. A fused layer is credited to the layer of its first member that
+    any layer owns; what TensorRT inserted goes to ``OTHER``, its layout changes as one part."""
+    owners: dict[str, str | None] = {}
+    per_run: list[dict[str, float]] = []
+    parts: list[dict[str, float]] = []
+    for reports in runs:
+        run: dict[str, float] = {}
+        other: dict[str, float] = {}
+        for name, ms in reports:
+            if name not in owners:
+                found = (owner(module_path(m), layers) for m in fused_members(name))
+                owners[name] = next((layer for layer in found if layer is not None), None)
+            layer = owners[name] or OTHER
+            run[layer] = run.get(layer, 0.0) + ms
+            if layer == OTHER:
+                part = REFORMAT if name.startswith(REFORMAT) else name
+                other[part] = other.get(part, 0.0) + ms
+        per_run.append(run)
+        parts.append(other)
+    return summarise(per_run, layers, "TensorRT IProfiler: time of each engine layer, fused layers credited to "
+                     "their first member's layer", parts)
 
 
 # -- eager PyTorch: forward hooks ------------------------------------------------------------
