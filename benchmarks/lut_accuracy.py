@@ -95,7 +95,7 @@ def prepare_lut(space: str, lut_name: str, args: argparse.Namespace) -> tuple[Pa
 
 def run_one(space: str, lut_name: str, args: argparse.Namespace) -> dict:
     from densenas.lut.store import load_lut
-    from densenas.validate import validate_lut
+    from densenas.lut.validate import validate_lut
 
     from densenas.space import SearchSpace
 
@@ -170,7 +170,7 @@ def run_fresh(space: str, backend: str, args: argparse.Namespace) -> dict:
     in-context costs alike (none of them was fitted on those networks)."""
     from densenas.lut.profile import parse_protocol, profile_space
     from densenas.lut.refine import refine_lut
-    from densenas.validate import validate_lut
+    from densenas.lut.validate import validate_lut
 
     args.work.mkdir(parents=True, exist_ok=True)
     stem = args.work / f"fresh-{Path(space).stem}-{backend}"

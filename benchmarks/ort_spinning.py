@@ -34,7 +34,7 @@ def time_networks(space_name: str, n: int, threads: int | None, spinning: bool, 
     from densenas.bench import measure_archs
     from densenas.lut.profile import make_profiler
     from densenas.space import SearchSpace
-    from densenas.validate import sample_archs
+    from densenas.lut.validate import sample_archs
     from densenas.profilers import Protocol
 
     archs = sample_archs(SearchSpace.load(space_name), n, seed)

@@ -92,7 +92,7 @@ def _flops(engine, x: torch.Tensor, derived: torch.nn.Module) -> dict[str, float
 def run(space: str, batch_size: int | None, device: str, threads: int | None, min_reps: int, min_s: float) -> dict:
     from densenas.nets import build_derived
     from densenas.search import SearchEngine, SearchOptions
-    from densenas.search.distributed import DistContext
+    from densenas.runtime import DistContext
     from densenas.search.settings import fresh
 
     if threads:

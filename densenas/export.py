@@ -134,14 +134,10 @@ def read_weights(path: str | Path) -> Weights:
     ``checkpoint.pt`` (``{"model", ...}``) or a bare state_dict."""
     import torch
 
+    from densenas.runtime import read_torch_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DensenasError(f"{p}: weights file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, or objects weights_only refuses
-        detail = " ".join(str(exc).split())[:160]
-        raise DensenasError(f"{p}: cannot read weights ({type(exc).__name__}: {detail})") from None
+    obj = read_torch_file(p)
     if not isinstance(obj, dict):
         raise DensenasError(f"{p}: expected a state_dict or a checkpoint dict, got {type(obj).__name__}")
     schema = obj.get("schema")
@@ -190,23 +186,6 @@ def _search_checkpoint_weights(p: Path, obj: dict[str, Any]) -> Weights:
     )
 
 
-def load_state(net: nn.Module, weights: Weights) -> None:
-    """Strict load; a mismatch is one line naming the first key that differs."""
-    own = net.state_dict()
-    for key, tensor in own.items():
-        if key not in weights.state_dict:
-            raise DensenasError(f"{weights.description}: weights do not fit this architecture: {key!r} is missing")
-        if tuple(weights.state_dict[key].shape) != tuple(tensor.shape):
-            raise DensenasError(
-                f"{weights.description}: weights do not fit this architecture: {key!r} has shape "
-                f"{tuple(weights.state_dict[key].shape)}, the network needs {tuple(tensor.shape)}"
-            )
-    extra = sorted(set(weights.state_dict) - set(own))
-    if extra:
-        raise DensenasError(f"{weights.description}: weights do not fit this architecture: unexpected {extra[0]!r}")
-    net.load_state_dict(weights.state_dict)
-
-
 def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0) -> tuple[nn.Module, str]:
     """The derived network in eval mode, with trained weights or seeded random ones.
     A weights file trained with another class count than the arch's sets the classifier."""
@@ -216,6 +195,7 @@ def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0)
 
     from densenas.arch import to_net_config
     from densenas.nets.derived import DerivedNet
+    from densenas.runtime import load_state
 
     w = read_weights(weights) if weights is not None else None
     if w is not None and w.net_config is not None and w.net_config != to_net_config(arch):
@@ -236,7 +216,7 @@ def build_model(arch: Arch, weights: str | Path | None = None, *, seed: int = 0)
             raise DensenasError(f"{w.description}: searched space {space.name}, the architecture is of {arch.space}")
         notes = inherit_from_supernet(net, arch, space, w.state_dict, source=w.description)
         return net.eval(), "; ".join([f"{w.description}, inherited from the supernet", *notes])
-    load_state(net, w)
+    load_state(net, w.state_dict, source=w.description, target="this architecture")
     return net.eval(), w.description
 
 

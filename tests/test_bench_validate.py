@@ -20,7 +20,7 @@ from densenas.errors import DensenasError
 from densenas.lut.profile import parse_protocol, profile_space
 from densenas.lut.store import LatencyTable, load_lut
 from densenas.space import SearchSpace
-from densenas.validate import (
+from densenas.lut.validate import (
     accuracy,
     cross_validated,
     fit_calibration,

@@ -40,11 +40,8 @@ def split_imagenet(
     paths are relative to it, so pass the same directory to pack-lmdb.
     """
     from densenas.data.tools import split_imagenet as run
-    from densenas.data.tools import write_image_list
 
-    image_list = run(image_path, classes=classes, val_fraction=val_fraction, seed=seed)
-    write_image_list(out_path, image_list)
-    _report(out_path, image_list, as_json)
+    _write(out_path, run(image_path, classes=classes, val_fraction=val_fraction, seed=seed), as_json)
 
 
 @data_app.command("list-images")
@@ -62,11 +59,8 @@ def list_images(
     is one set of class folders, listed under --split.
     """
     from densenas.data.tools import list_images as run
-    from densenas.data.tools import write_image_list
 
-    image_list = run(image_path, split=split.value)
-    write_image_list(out_path, image_list)
-    _report(out_path, image_list, as_json)
+    _write(out_path, run(image_path, split=split.value), as_json)
 
 
 @data_app.command("pack-lmdb")
@@ -115,7 +109,11 @@ def info(
     )
 
 
-def _report(path: Path, image_list: ImageList, as_json: bool) -> None:
+def _write(path: Path, image_list: ImageList, as_json: bool) -> None:
+    """Write the list file, then report what it holds."""
+    from densenas.data.tools import write_image_list
+
+    write_image_list(path, image_list)
     summary = {
         "list": str(path),
         "classes": len(image_list.classes),

@@ -33,7 +33,7 @@ def search(
     """Search an architecture: supernet + data + LUT -> arch_params.json and arch.json, every epoch."""
     from densenas.errors import DensenasError
     from densenas.search import SearchOptions, check, run_search
-    from densenas.search.distributed import launch, launched_by_torchrun
+    from densenas.runtime import launch, launched_by_torchrun
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise DensenasError(f"--device must be cpu or cuda, got {device!r}")

@@ -57,7 +57,7 @@ def train(
         arch=arch, model=model, data=data, config=config, run_dir=out_dir, resume=resume, device=device,
         workers=workers, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, image_size=image_size,
     )
-    from densenas.search.distributed import launch, launched_by_torchrun
+    from densenas.runtime import launch, launched_by_torchrun
 
     if nproc is not None and not launched_by_torchrun():
         if nproc < 1:
@@ -74,7 +74,8 @@ def train(
         if code:
             raise typer.Exit(code)
         return
-    from densenas.train.trainer import is_main_process, train as run_training
+    from densenas.runtime import is_main_process
+    from densenas.train.trainer import train as run_training
 
     try:
         result = run_training(job)

@@ -36,7 +36,7 @@ def validate(
     """Predict random networks from the LUT, measure them on its backend, report MAPE, ±5%/±10% shares and Spearman."""
     from rich.progress import Progress
 
-    from densenas.validate import validate_lut
+    from densenas.lut.validate import validate_lut
 
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("measuring networks", total=None)

@@ -4,38 +4,10 @@ Names load lazily so that ``densenas.data.tools`` (the CLI's list and pack comma
 runs without importing torch.
 """
 
-from __future__ import annotations
+from densenas.lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "DataBundle": "datasets",
-    "EvalData": "datasets",
-    "EpochSampler": "datasets",
-    "build_loaders": "datasets",
-    "build_eval_loader": "datasets",
-    "describe_data": "datasets",
-    "epoch_order": "datasets",
-    "digits_split": "datasets",
-    "LmdbImageDataset": "lmdb_store",
-    "ImageRecord": "lmdb_store",
-    "read_meta": "lmdb_store",
-    "ImageEntry": "tools",
-    "ImageList": "tools",
-    "PackResult": "tools",
-    "split_imagenet": "tools",
-    "list_images": "tools",
-    "pack_lmdb": "tools",
-    "read_image_list": "tools",
-    "write_image_list": "tools",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'densenas.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"densenas.data.{module}"), name)
+__getattr__, __all__ = lazy_exports(__name__, {
+    "datasets": "DataBundle EvalData EpochSampler build_loaders build_eval_loader describe_data epoch_order digits_split",
+    "lmdb_store": "LmdbImageDataset ImageRecord read_meta",
+    "tools": "ImageEntry ImageList PackResult split_imagenet list_images pack_lmdb read_image_list write_image_list",
+})

@@ -289,10 +289,9 @@ def pack_lmdb(
     path and skipped. The LMDB is written under a temporary name, verified record by
     record, and renamed into place only when complete.
     """
-    from rich.markup import escape
     from rich.progress import Progress
 
-    from densenas.console import err
+    from densenas.console import err, log
     from densenas.data.lmdb_store import ImageRecord, LmdbWriter, read_meta
 
     root = _require_dir(Path(image_path))
@@ -319,7 +318,7 @@ def pack_lmdb(
             if data is None:
                 where = str(root / entry.path)
                 skipped.append(where)
-                err.print(f"[yellow]warning:[/yellow] skipped {escape(where)}: {escape(why)}", soft_wrap=True)
+                log.warning(f"skipped {where}: {why}")
             else:
                 records.append(ImageRecord(label=entry.label, path=entry.path, data=data))
         writer.append(records)

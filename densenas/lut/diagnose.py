@@ -111,7 +111,7 @@ def diagnose_lut(
     from densenas.lut.refine import row_keys
     from densenas.lut.store import load_lut
     from densenas.space import SearchSpace
-    from densenas.validate import sample_archs
+    from densenas.lut.validate import sample_archs
 
     if networks < 1:
         raise DensenasError(f"--networks must be a positive integer, got {networks}")

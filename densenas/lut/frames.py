@@ -22,7 +22,7 @@ from densenas.lut.store import LatencyTable, LutRow, diff_tables
 if TYPE_CHECKING:
     import pandas as pd
 
-    from densenas.validate import ValidationResult
+    from densenas.lut.validate import ValidationResult
 
 FORMATS = ("csv", "parquet")
 _SIGNATURE_COLUMNS = ("op", "c_in", "c_out", "stride", "h", "w", "batch", "dtype")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from densenas.lut.store import LatencyTable
     from densenas.profilers import Profiler
     from densenas.space import SearchSpace
-    from densenas.validate import Accuracy
+    from densenas.lut.validate import Accuracy
 
 SOFT_L1_SCALE = 0.02  # relative errors beyond 2% count less than quadratically: one odd network cannot drag the fit
 PRIOR_GRID = (0.125, 0.5, 2.0, 8.0, 32.0)  # pseudo-networks the isolated value counts as, for a typical row
@@ -80,7 +80,7 @@ def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, prec
     """``n`` distinct networks, none in ``exclude``: half uniform random walks, the rest
     picked one by one from pools of random networks as the one adding the most
     occurrences of the rows seen fewer than ``min_cover`` times (uniform once all are)."""
-    from densenas.validate import random_arch
+    from densenas.lut.validate import random_arch
 
     if n < 1:
         raise DensenasError(f"--networks must be a positive integer, got {n}")
@@ -134,7 +134,7 @@ class NetworkTimes:
     def noise_floor(self) -> "Accuracy | None":
         """How well the host agrees with itself: one timing of each twice-timed network
         scored against the other, with the same statistics as a prediction."""
-        from densenas.validate import accuracy
+        from densenas.lut.validate import accuracy
 
         pairs = [h for h in self.halves if h is not None]
         if not pairs:
@@ -387,7 +387,7 @@ def refine_lut(
     from densenas.cost import arch_cost
     from densenas.lut.store import load_lut
     from densenas.space import SearchSpace
-    from densenas.validate import accuracy, sample_archs
+    from densenas.lut.validate import accuracy, sample_archs
 
     t0 = time.perf_counter()
     table = load_lut(lut) if isinstance(lut, (str, Path)) else lut

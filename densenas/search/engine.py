@@ -30,15 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from densenas import runtime as rt
+from densenas.console import log
 from densenas.errors import DensenasError
 from densenas.fileio import write_json
-from densenas.search import distributed as D
-from densenas.search.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from densenas.search.checkpoint import load_checkpoint, save_checkpoint
 from densenas.search.diagnostics import (RANDOM_PATHS, OpMix, at_chance, max_entropy, mean_entropy, op_mix, path_correct,
                                          supernet_path_correct)
 from densenas.search.loss import CostObjective, choice_log_prob
 from densenas.search.optim import arch_optimizer, cosine_schedule, rescale_sampled_, weight_optimizer
-from densenas.search.report import ProgressScope, cost_text, epoch_report, say, warn
+from densenas.search.report import ProgressScope, cost_text, epoch_report
 from densenas.search.sampler import NonFiniteError, PathSampler, SampledPath
 from densenas.search.settings import CHECKPOINT, RunSettings, SearchOptions, resolve
 
@@ -48,31 +49,14 @@ HISTORY_SCHEMA = "densenas.search_history/1"
 
 @dataclass
 class RunFiles:
+    """The files of a search's run directory."""
+
     root: Path
 
-    @property
-    def run(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def arch(self) -> Path:
-        return self.root / "arch.json"
-
-    @property
-    def arch_params(self) -> Path:
-        return self.root / "arch_params.json"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / CHECKPOINT
-
-    @property
-    def history(self) -> Path:
-        return self.root / "history.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
+    def __post_init__(self) -> None:
+        self.run, self.arch, self.arch_params, self.history = (
+            self.root / f"{name}.json" for name in ("run", "arch", "arch_params", "history"))
+        self.checkpoint, self.tensorboard = self.root / CHECKPOINT, self.root / "tensorboard"
 
 
 @dataclass
@@ -118,7 +102,7 @@ class SearchResult:
 
 def run_search(options: SearchOptions, *, progress: bool = True) -> SearchResult:
     """Resolve the options, join the process group if torchrun started us, and search."""
-    with D.process_group(options.device) as ctx:
+    with rt.process_group(options.device) as ctx:
         settings, run_dir, error = None, None, None
         if ctx.is_main:
             try:
@@ -126,7 +110,7 @@ def run_search(options: SearchOptions, *, progress: bool = True) -> SearchResult
             except DensenasError as exc:
                 error = str(exc)
         # rank 0 resolves (its clock names the run directory); the others take its answer
-        payload = D.broadcast_object(ctx, (None if settings is None else settings.to_dict(),
+        payload = rt.broadcast_object(ctx, (None if settings is None else settings.to_dict(),
                                            None if run_dir is None else str(run_dir), error))
         if payload[2] is not None:
             raise DensenasError(payload[2])
@@ -155,7 +139,7 @@ def check(options: SearchOptions, *, world_size: int) -> tuple[RunSettings, Path
 class SearchEngine:
     """One search: the supernet, both optimizers, the data and the cost tables, built once."""
 
-    def __init__(self, settings: RunSettings, run_dir: Path, ctx: D.DistContext, *, resume: bool = False,
+    def __init__(self, settings: RunSettings, run_dir: Path, ctx: rt.DistContext, *, resume: bool = False,
                  workers: int | None = None, progress: bool = True) -> None:
         from densenas.cost.tables import CostTables
         from densenas.data import build_loaders
@@ -172,7 +156,7 @@ class SearchEngine:
         self.space = SearchSpace.load(settings.space_path)
         self.cfg = SearchSettings.model_validate(settings.search) if settings.search else self.space.config.search
         self.lut = load_lut(settings.lut_path) if settings.lut_path else None
-        _seed_everything(settings.seed)
+        rt.seed_everything(settings.seed)
         self.data = build_loaders(settings.data, image_size=self.space.input_size, batch_size=settings.batch_size,
                                   seed=settings.seed, workers=workers, distributed=ctx.enabled,
                                   device=str(self.device))
@@ -191,11 +175,15 @@ class SearchEngine:
                             bn_eps=self.cfg.bn_eps, weights=self.cfg.weights).to(self.device)
         self.arch_params = self.net.arch_parameters()
         self.weight_params = self.net.weight_parameters()
-        self.model = self._wrap_ddp()
+        arch_ids = {id(p) for p in self.arch_params}
+        # only the sampled ops run in a step, so DDP must look for the unused ones; the
+        # architecture parameters are updated outside its forward and averaged here
+        self.model = rt.wrap_ddp(self.net, ctx, find_unused_parameters=True,
+                                 ignore=[n for n, p in self.net.named_parameters() if id(p) in arch_ids])
         self.wopt = weight_optimizer(self.weight_params, self.cfg)
         self.aopt = arch_optimizer(self.net.alpha_parameters(), self.net.beta_parameters(), self.cfg)
-        self.weight_steps = D.all_min(ctx, _cap(len(self.data.train), settings.max_steps))
-        self.arch_steps = D.all_min(ctx, _cap(len(self.data.val), settings.max_steps))
+        self.weight_steps = rt.all_min(ctx, _cap(len(self.data.train), settings.max_steps))
+        self.arch_steps = rt.all_min(ctx, _cap(len(self.data.val), settings.max_steps))
         self.val_steps = _cap(len(self.data.val), settings.max_steps)
         if self.weight_steps < 1 or self.arch_steps < 1:
             raise DensenasError(f"--data {settings.data}: too few images for one batch of {settings.batch_size} per process")
@@ -208,34 +196,22 @@ class SearchEngine:
         if resume and self.files.checkpoint.exists():
             self._load(self.files.checkpoint)
         elif resume and ctx.is_main:
-            warn(f"{self.files.checkpoint} does not exist; starting the search from the beginning")
+            log.warning(f"{self.files.checkpoint} does not exist; starting the search from the beginning")
         # architecture parameters are not DDP's: rank 0's values are everyone's, at start and on resume
-        D.broadcast_(ctx, self.arch_params)
+        rt.broadcast_(ctx, self.arch_params)
 
     # -- setup ---------------------------------------------------------------------------------
-
-    def _wrap_ddp(self) -> torch.nn.Module:
-        if not self.ctx.enabled:
-            return self.net
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        arch_ids = {id(p) for p in self.arch_params}
-        ignore = [name for name, p in self.net.named_parameters() if id(p) in arch_ids]
-        DDP._set_params_and_buffers_to_ignore_for_model(self.net, ignore)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # only the sampled ops run in a step, so DDP must look for the unused ones
-        return DDP(self.net, device_ids=ids, find_unused_parameters=True)
 
     def _load(self, path: Path) -> None:
         state = load_checkpoint(path)
         try:
-            self.net.load_state_dict(state["model"])
+            rt.load_state(self.net, state["model"], source=str(path), target="this search")
             self.wopt.load_state_dict(state["weight_optimizer"])
             self.aopt.load_state_dict(state["arch_optimizer"])
             self.sched.load_state_dict(state["scheduler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise DensenasError(f"{path}: does not fit this search ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-        restore_rng(state["rng"])
+        rt.restore_rng(state["rng"])
         self.sampler.load_state(state["sampler"])
         self.history = list(state["history"])
         self.initial = dict(state.get("initial", {}))
@@ -249,7 +225,7 @@ class SearchEngine:
             "weight_optimizer": self.wopt.state_dict(),
             "arch_optimizer": self.aopt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "rng": capture_rng(),
+            "rng": rt.capture_rng(),
             "sampler": self.sampler.state(),
             "history": self.history,
             "initial": self.initial,
@@ -289,9 +265,9 @@ class SearchEngine:
                     self._write_epoch(epoch, record, writer)
                     epoch_report(record, s.epochs, s.cost_type)
                     if epoch >= s.arch_update_epoch and at_chance(record.get("argmax_path_val_top1"), self.num_classes):
-                        warn(f"the supernet is at chance after the warm-up (its argmax path {record['argmax_path_val_top1']:.1f}%, "
-                             f"chance {100 / self.num_classes:.0f}%): its accuracy gradients are noise and the search "
-                             "follows the cost term alone (more epochs, or search.weights: shared in the space)")
+                        log.warning(f"the supernet is at chance after the warm-up (its argmax path {record['argmax_path_val_top1']:.1f}%, "
+                                    f"chance {100 / self.num_classes:.0f}%): its accuracy gradients are noise and the search "
+                                    "follows the cost term alone (more epochs, or search.weights: shared in the space)")
         except NonFiniteError as exc:
             raise self._stopped(exc) from None
         finally:
@@ -337,7 +313,7 @@ class SearchEngine:
         grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)
         for p, g in zip(self.arch_params, grads):
             p.grad = g
-        D.average_grads_(self.ctx, self.arch_params)
+        rt.average_grads_(self.ctx, self.arch_params)
         self.aopt.step()
         self.aopt.zero_grad(set_to_none=True)
         rescale_sampled_(net.head_alphas, old_head, path.head)
@@ -397,7 +373,7 @@ class SearchEngine:
                   [a.argmax(-1, keepdim=True) for a in net.stack_alphas])
         paths = [supernet_path_correct(net, head, stack, batches, self.device)
                  for head, stack in [argmax, *self._random_paths()]]
-        sums = D.all_sum(self.ctx, [loss_sum, correct1, correct5, count, *derived, *(v for p in paths for v in p)])
+        sums = rt.all_sum(self.ctx, [loss_sum, correct1, correct5, count, *derived, *(v for p in paths for v in p)])
         loss_sum, correct1, correct5, count = sums[:4]
         if not math.isfinite(loss_sum):
             self._non_finite(loss_sum, f" (epoch {epoch}, validation)")
@@ -427,7 +403,7 @@ class SearchEngine:
         correct = float((logits.detach().argmax(1) == y).sum())
         local = float(loss.detach())
         finite = 1.0 if math.isfinite(local) else 0.0
-        sums = D.all_sum(self.ctx, [local * n if finite else 0.0, correct, n, 1.0 - finite, *extra])
+        sums = rt.all_sum(self.ctx, [local * n if finite else 0.0, correct, n, 1.0 - finite, *extra])
         if sums[3] > 0:
             self._non_finite(local if not finite else float("nan"), where)
         w = self.ctx.world_size
@@ -518,9 +494,9 @@ class SearchEngine:
         parameters (exact) and of per-tensor weight checksums. A drift is an error."""
         if not self.ctx.enabled:
             return {}
-        arch_diff = D.max_rank_difference(self.ctx, self.arch_params)
+        arch_diff = rt.max_rank_difference(self.ctx, self.arch_params)
         sums = torch.stack([p.detach().double().sum() for p in self.weight_params])
-        weight_diff = D.max_rank_difference(self.ctx, [sums])
+        weight_diff = rt.max_rank_difference(self.ctx, [sums])
         if arch_diff > 0 or weight_diff > 1e-6 * max(1.0, float(sums.abs().max())):
             raise DensenasError(
                 f"ranks disagree after an epoch (architecture parameters differ by {arch_diff:.3g}, "
@@ -587,13 +563,13 @@ class SearchEngine:
         target = f", target {s.target_latency_ms:g} ms" if s.target_latency_ms else ""
         dist = f", {self.ctx.world_size} processes ({self.ctx.backend})" if self.ctx.enabled else ""
         what = "resuming" if self.start_epoch else "searching"
-        say(f"[bold]{what}[/bold] space {s.space} on {self.data.name} ({self.num_classes} classes), {lut}, "
-            f"cost {s.cost_type} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
-            f"(arch updates from epoch {s.arch_update_epoch}), batch {s.batch_size}, seed {s.seed}, "
-            f"device {self.device}{dist}")
-        say(f"run directory: {self.files.root}" + (f" (from epoch {self.start_epoch + 1})" if self.start_epoch else ""))
+        log.info(f"{what} space {s.space} on {self.data.name} ({self.num_classes} classes), {lut}, "
+                 f"cost {s.cost_type} x {s.sub_loss_factor:g}{target}, {s.epochs} epochs "
+                 f"(arch updates from epoch {s.arch_update_epoch}), batch {s.batch_size}, seed {s.seed}, "
+                 f"device {self.device}{dist}")
+        log.info(f"run directory: {self.files.root}" + (f" (from epoch {self.start_epoch + 1})" if self.start_epoch else ""))
         if self.start_epoch == 0:
-            say(f"initial: {cost_text(self.initial, s.cost_type)}")
+            log.info(f"initial: {cost_text(self.initial, s.cost_type)}")
 
     def _progress(self, label: str, total: int) -> ProgressScope:
         return ProgressScope(label, total, enabled=self.show)
@@ -637,11 +613,3 @@ def _cap(n: int, limit: int | None) -> int:
 def _requires_grad(params, flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

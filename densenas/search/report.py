@@ -5,15 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from densenas.console import err
-
-
-def say(text: str) -> None:
-    err.print(text, soft_wrap=True)
-
-
-def warn(text: str) -> None:
-    say(f"[yellow]warning:[/yellow] {text}")
+from densenas.console import err, log
 
 
 def cost_text(r: dict[str, Any], cost_type: str) -> str:
@@ -28,7 +20,7 @@ def cost_text(r: dict[str, Any], cost_type: str) -> str:
 
 
 def epoch_report(r: dict[str, Any], epochs: int, cost_type: str) -> None:
-    parts = [f"[bold]epoch {r['epoch'] + 1}/{epochs}[/bold]"]
+    parts = [f"epoch {r['epoch'] + 1}/{epochs}"]
     if r.get("arch_loss") is not None:
         parts.append(f"arch loss {r['arch_loss']:.3f} (cost term {r['arch_cost_term']:+.3f})")
     parts.append(f"train loss {r['train_loss']:.3f} acc {r['train_top1']:.1f}%")
@@ -39,14 +31,14 @@ def epoch_report(r: dict[str, Any], epochs: int, cost_type: str) -> None:
         parts.append(f"paths: argmax {r['argmax_path_val_top1']:.1f}% random {paths}% | "
                      f"derived network (inherited) {r['derived_val_top1']:.1f}%")
     parts.append(f"{r['seconds']:.1f}s")
-    say("  ".join(parts))
-    say(f"  {cost_text(r, cost_type)}")
-    say(f"  entropy head {r['head_entropy']:.2f}/{r['head_entropy_max']:.2f} "
-        f"stack {r['stack_entropy']:.2f}/{r['stack_entropy_max']:.2f} | derived: {r['op_mix_text']}, "
-        f"{r['macs'] / 1e6:.2f} M MACs, {r['params'] / 1e6:.3f} M params")
+    log.info("  ".join(parts))
+    log.info(f"  {cost_text(r, cost_type)}")
+    log.info(f"  entropy head {r['head_entropy']:.2f}/{r['head_entropy_max']:.2f} "
+             f"stack {r['stack_entropy']:.2f}/{r['stack_entropy_max']:.2f} | derived: {r['op_mix_text']}, "
+             f"{r['macs'] / 1e6:.2f} M MACs, {r['params'] / 1e6:.3f} M params")
     if r["collapsed"] and r["searching"]:
-        warn(f"the derived network picks the cheapest op for {100 * r['op_mix']['cheapest_share']:.0f}% of its "
-             "choices: the cost term dominates (lower --sub-loss-factor, or aim at a budget with --target-latency)")
+        log.warning(f"the derived network picks the cheapest op for {100 * r['op_mix']['cheapest_share']:.0f}% of its "
+                    "choices: the cost term dominates (lower --sub-loss-factor, or aim at a budget with --target-latency)")
 
 
 class ProgressScope:

@@ -29,9 +29,12 @@ from torch import nn
 from densenas.arch import Arch, arch_from_dict, load_arch
 from densenas.errors import DensenasError
 from densenas.fileio import torch_save
+from densenas.runtime import load_state, read_torch_file
 
 WEIGHTS_SCHEMA = "densenas.weights/1"
-CHECKPOINT_SCHEMA = "densenas.checkpoint/1"
+# /2 holds the RNG states as densenas.runtime.capture_rng returns them; /1 (lists) still resumes
+CHECKPOINT_SCHEMA = "densenas.checkpoint/2"
+CHECKPOINT_SCHEMAS = ("densenas.checkpoint/1", CHECKPOINT_SCHEMA)
 REFERENCE_IMAGE_SIZE = 32  # torchvision models are built for 224 but run unchanged at 32 (see docs)
 
 
@@ -185,33 +188,12 @@ def save_weights(path: str | Path, record: dict[str, Any]) -> None:
     torch_save(path, record)
 
 
-def read_torch_file(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into one line."""
-    p = Path(path)
-    if not p.is_file():
-        raise DensenasError(f"{p}: weights file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the unpickler's note about pickle protocols
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        text = str(exc)
-        if "Weights only load failed" in text:
-            reason = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
-            reason = " ".join(reason.split()) or "not plain data"
-            raise DensenasError(
-                f"{p}: refused: the file holds Python objects beyond tensors and plain data ({reason}); "
-                "loading it could run code, so it is not loaded"
-            ) from None
-        raise DensenasError(f"{p}: not a PyTorch checkpoint ({type(exc).__name__}: {' '.join(text.split())[:80]})") from None
-
-
 def load_weights(path: str | Path) -> WeightsFile:
     """Read a weights file (or a training checkpoint) and check its fields."""
     p = Path(path)
     obj = read_torch_file(p)
     schema = obj.get("schema") if isinstance(obj, dict) else None
-    if schema == CHECKPOINT_SCHEMA:
+    if schema in CHECKPOINT_SCHEMAS:
         last = obj.get("last") if isinstance(obj.get("last"), dict) else {}
         state, top1 = obj.get("model"), last.get("top1")
     elif schema == WEIGHTS_SCHEMA:
@@ -233,23 +215,6 @@ def load_weights(path: str | Path) -> WeightsFile:
         data=data,
         eval_batch_size=ebs if isinstance(ebs, int) and ebs > 0 else None,
     )
-
-
-def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, target: str) -> None:
-    """Load weights strictly; a mismatch is one line naming the first key that differs."""
-    own = model.state_dict()
-    for key, tensor in own.items():
-        if key not in state_dict:
-            raise DensenasError(f"{source}: does not match {target}: first mismatching key {key!r} is missing from the weights")
-        if tuple(state_dict[key].shape) != tuple(tensor.shape):
-            raise DensenasError(
-                f"{source}: does not match {target}: first mismatching key {key!r} has shape "
-                f"{tuple(state_dict[key].shape)} in the weights, {tuple(tensor.shape)} in the network"
-            )
-    extra = [k for k in state_dict if k not in own]
-    if extra:
-        raise DensenasError(f"{source}: does not match {target}: first mismatching key {extra[0]!r} is not in the network")
-    model.load_state_dict(state_dict, strict=True)
 
 
 # -- evaluation ------------------------------------------------------------------------

@@ -11,23 +11,21 @@ trains its shard (DDP; gloo on CPU, NCCL on GPU) and only rank 0 writes.
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
-from densenas.console import err
+from densenas import runtime as rt
+from densenas.console import err, log
 from densenas.errors import DensenasError
 from densenas.fileio import torch_save, write_json, write_text
-from densenas.search import distributed as D
 from densenas.train.evaluate import (
     CHECKPOINT_SCHEMA,
+    CHECKPOINT_SCHEMAS,
     EvalResult,
     NetworkSpec,
     accuracy_counts,
@@ -37,7 +35,6 @@ from densenas.train.evaluate import (
     evaluate,
     logits_of,
     network_spec,
-    read_torch_file,
     resolve_device,
     save_weights,
     weights_record,
@@ -54,18 +51,18 @@ class TrainingDiverged(DensenasError):
 class Trainer:
     """Owns the model, optimiser, data and run directory of one retraining run."""
 
-    def __init__(self, job: TrainJob, ctx: D.DistContext | None = None) -> None:
+    def __init__(self, job: TrainJob, ctx: rt.DistContext | None = None) -> None:
         from densenas.data import build_loaders
 
         self.job = job
         self.recipe = recipe = job.recipe
-        self.dist = ctx or D.DistContext(device=resolve_device(job.device))
+        self.dist = ctx or rt.DistContext(device=resolve_device(job.device))
         self.device = self.dist.device
         world = self.dist.world_size
         if recipe.batch_size % world:
             raise DensenasError(f"--batch-size {recipe.batch_size} does not split evenly over {world} processes")
         self.batch_per_rank = recipe.batch_size // world
-        _seed_everything(recipe.seed)
+        rt.seed_everything(recipe.seed)
 
         probe = network_spec(arch=job.arch, model=job.model)
         self.image_size = recipe.image_size or probe.default_image_size()
@@ -91,31 +88,21 @@ class Trainer:
             raise DensenasError(f"--data {job.data}: the train split holds no batch of {self.batch_per_rank}")
 
         self.run_dir = self._run_dir()
+        self.checkpoint_path, self.weights_path, self.best_path = (
+            self.run_dir / f"{name}.pt" for name in ("checkpoint", "weights", "best"))
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "top1": -1.0, "top5": 0.0}
         self.start_epoch = 0
         self._prepare_run_dir()
-        self.net = self._wrap()
+        self.net = rt.wrap_ddp(self.model, self.dist)
         self.writer = self._tensorboard()
 
-    # -- paths -------------------------------------------------------------------------
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
-
-    @property
-    def weights_path(self) -> Path:
-        return self.run_dir / "weights.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.run_dir / "best.pt"
+    # -- the run directory ---------------------------------------------------------------
 
     def _run_dir(self) -> Path:
         if self.job.run_dir is not None:
             return Path(self.job.run_dir)
-        return Path(D.broadcast_object(self.dist, str(default_run_dir(self.job))))  # rank 0's clock everywhere
+        return Path(rt.broadcast_object(self.dist, str(default_run_dir(self.job))))  # rank 0's clock everywhere
 
     def _prepare_run_dir(self) -> None:
         exists = self.checkpoint_path.is_file()
@@ -130,14 +117,6 @@ class Trainer:
             write_text(self.run_dir / "recipe.yaml", yaml.safe_dump(self.recipe.model_dump(), sort_keys=False))
             if self.spec.arch is not None:
                 self.spec.arch.save(self.run_dir / "arch.json")
-
-    def _wrap(self) -> nn.Module:
-        if not self.dist.enabled:
-            return self.model
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=ids)
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:
@@ -269,7 +248,7 @@ class Trainer:
 
     def validate(self) -> EvalResult:
         # rank 0's BN statistics everywhere, as saved and as eval loads them
-        D.broadcast_(self.dist, list(self.model.buffers()))
+        rt.broadcast_(self.dist, list(self.model.buffers()))
         return evaluate(self.model, self.data.val, self.device, distributed=self.dist.enabled)
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, step: int, lr: float) -> None:
@@ -291,7 +270,7 @@ class Trainer:
 
     def _log(self, message: str) -> None:
         if self.dist.is_main:
-            err.print(message, soft_wrap=True)
+            log.info(message)
 
     def _tensorboard_epoch(self, row: dict[str, Any]) -> None:
         step = row["epoch"]
@@ -314,7 +293,7 @@ class Trainer:
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(self.device),
+            "rng": rt.capture_rng(),
             "recipe": self.recipe.model_dump(),
             "arch": self.spec.describe(),
             "num_classes": self.spec.num_classes,
@@ -328,9 +307,9 @@ class Trainer:
         write_json(self.run_dir / "metrics.json", {"history": self.history, "best": self.best})
 
     def _load_checkpoint(self) -> None:
-        ckpt = read_torch_file(self.checkpoint_path)
+        ckpt = rt.read_torch_file(self.checkpoint_path)
         where = str(self.checkpoint_path)
-        if not isinstance(ckpt, dict) or ckpt.get("schema") != CHECKPOINT_SCHEMA:
+        if not isinstance(ckpt, dict) or ckpt.get("schema") not in CHECKPOINT_SCHEMAS:
             raise DensenasError(f"{where}: not a densenas training checkpoint")
         for key, now in (("recipe", self.recipe.model_dump()), ("arch", self.spec.describe()), ("data", self.data_record)):
             then = ckpt.get(key)
@@ -343,11 +322,9 @@ class Trainer:
         if ckpt.get("world_size") != self.dist.world_size:
             self._log(f"resuming a {ckpt.get('world_size')}-process run on {self.dist.world_size}: "
                       "batches split differently from here on")
-        from densenas.train.evaluate import load_state
-
-        load_state(self.model, ckpt["model"], source=where, target=self.spec.name)
+        rt.load_state(self.model, ckpt["model"], source=where, target=self.spec.name)
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], self.device)
+        rt.restore_rng(ckpt["rng"], self.device)
         self.history = list(ckpt["history"])
         self.best = dict(ckpt["best"])
         self.start_epoch = int(ckpt["epoch"])
@@ -355,43 +332,11 @@ class Trainer:
 
 
 def train(job: TrainJob) -> dict[str, Any]:
-    """Run ``densenas train``; under torchrun, join the process group first (the search's
-    ``densenas.search.distributed``: gloo on CPU, NCCL on GPU) and leave it after."""
+    """Run ``densenas train``; under torchrun, join the process group first (gloo on CPU,
+    NCCL on GPU) and leave it after."""
     resolve_device(job.device)
-    with D.process_group(job.device) as ctx:
+    with rt.process_group(job.device) as ctx:
         return Trainer(job, ctx).run()
-
-
-# -- RNG state, kept as tensors and plain data so weights_only loading reads it ------------
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _first_difference(then: Any, now: Any, path: str = "") -> str:
@@ -400,8 +345,3 @@ def _first_difference(then: Any, now: Any, path: str = "") -> str:
             if then.get(key) != now.get(key):
                 return _first_difference(then.get(key), now.get(key), f"{path}.{key}" if path else str(key))
     return f"{path or 'value'}: {then!r} then, {now!r} now"
-
-
-def is_main_process() -> bool:
-    """True outside torchrun and on its rank 0: the one process that prints results."""
-    return os.environ.get("RANK", "0") == "0"

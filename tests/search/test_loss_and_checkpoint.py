@@ -14,7 +14,8 @@ from densenas.arch_params import ArchParams
 from densenas.derive import choice_log_prob as derive_log_prob
 from densenas.derive import viterbi_choice
 from densenas.nets import SuperNet
-from densenas.search.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from densenas.runtime import capture_rng, restore_rng
+from densenas.search.checkpoint import load_checkpoint, save_checkpoint
 from densenas.search.loss import TARGET_BAND, CostObjective, choice_log_prob
 from densenas.space import SearchSpace
 

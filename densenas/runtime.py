@@ -1,25 +1,32 @@
-"""torch.distributed for the search: one process per device, launched by torchrun.
+"""What search and training need of the process they run in: the torch.distributed
+context, seeding, the RNG states a checkpoint carries, and weight files read as data
+and loaded strictly.
 
-NCCL on GPUs, gloo on CPUs. The weights are DDP-managed; the architecture parameters are
-not (DDP would average only what its reducer knows, and they are updated on the
-validation split outside its forward), so their gradients are averaged here explicitly
-before the Adam step and their values broadcast from rank 0 at start and on resume.
-Every rank draws the same path from the same seeded sampler; only rank 0 writes files.
+One process per device, launched by torchrun; NCCL on GPUs, gloo on CPUs. Only rank 0
+writes files and prints results. Checkpoints are read with ``torch.load(weights_only=True)``
+alone, so RNG states are stored as tensors, numbers, strings, lists and dicts.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from densenas.errors import DensenasError
+
+# -- the distributed context -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,11 @@ class DistContext:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0 (before or without a process group)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def init(device: str) -> DistContext:
@@ -90,6 +102,19 @@ def process_group(device: str) -> Iterator[DistContext]:
         shutdown(ctx)
         raise
     shutdown(ctx, wait_for_all=True)
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext, *, ignore: Sequence[str] = (), **options: Any) -> nn.Module:
+    """``model`` under DistributedDataParallel on this rank's device (the parameters
+    named in ``ignore`` left out of its reducer); the model itself on one process."""
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if ignore:
+        DDP._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DDP(model, device_ids=ids, **options)
 
 
 def broadcast_(ctx: DistContext, tensors: Sequence[torch.Tensor], src: int = 0) -> None:
@@ -162,7 +187,7 @@ def _comm_device(ctx: DistContext) -> torch.device:
 
 def launch(nproc: int, argv: Sequence[str], device: str = "cpu") -> int:
     """Run ``densenas <argv>`` under torchrun with ``nproc`` processes on this host and
-    return its exit code (``densenas search --nproc N`` is this)."""
+    return its exit code (``--nproc N`` is this)."""
     if nproc < 1:
         raise DensenasError(f"--nproc must be at least 1, got {nproc}")
     if device.startswith("cuda"):
@@ -173,3 +198,95 @@ def launch(nproc: int, argv: Sequence[str], device: str = "cpu") -> int:
            "-m", "densenas", *argv]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, env=env).returncode
+
+
+# -- seeds and RNG states ----------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (numpy takes 32 bits)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The global RNG states of torch (and every CUDA device in use), numpy and Python."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Set what ``capture_rng`` captured. Also reads the lists that training checkpoints
+    of schema ``densenas.checkpoint/1`` hold (one CUDA state, that of ``device``)."""
+    torch.set_rng_state(state["torch"])
+    n, p = state["numpy"], state["python"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["keys"], n["pos"], n["has_gauss"], n["cached_gaussian"])
+        p = (p["version"], p["internal"], p["gauss_next"])
+    kind, keys, pos, has_gauss, cached = n
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    if isinstance(cuda, torch.Tensor):
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, device)
+    elif len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# -- weight files ---------------------------------------------------------------------------------
+
+
+def read_torch_file(path: str | Path, what: str = "weights file") -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into one line naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DensenasError(f"{p}: {what} not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler's note about pickle protocols
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        text = str(exc)
+        if "Weights only load failed" in text:
+            reason = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+            reason = " ".join(reason.split()) or "not plain data"
+            raise DensenasError(
+                f"{p}: refused: the file holds Python objects beyond tensors and plain data ({reason}); "
+                "loading it could run code, so it is not loaded"
+            ) from None
+        raise DensenasError(f"{p}: not a PyTorch checkpoint ({type(exc).__name__}: {' '.join(text.split())[:80]})") from None
+
+
+def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, target: str) -> None:
+    """Load weights strictly; a mismatch is one line naming the first key that differs."""
+    own = model.state_dict()
+    for key, tensor in own.items():
+        if key not in state_dict:
+            raise DensenasError(f"{source}: weights do not fit {target}: first mismatching key {key!r} is missing from the weights")
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise DensenasError(
+                f"{source}: weights do not fit {target}: first mismatching key {key!r} has shape "
+                f"{tuple(state_dict[key].shape)} in the weights, {tuple(tensor.shape)} in the network"
+            )
+    extra = [k for k in state_dict if k not in own]
+    if extra:
+        raise DensenasError(f"{source}: weights do not fit {target}: first mismatching key {extra[0]!r} is not in the network")
+    model.load_state_dict(state_dict, strict=True)
