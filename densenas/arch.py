@@ -3,15 +3,15 @@ paper's ``net_config`` string, each converted to the other without evaluating co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from densenas.errors import DensenasError
 from densenas.fileio import read_json, write_json
 from densenas.literal import parse_literal
-from densenas.signature import (FINAL_CONV, MBV2_STEM_HEAD, Layer, OpSignature, OpSpec, classifier_layer,
-                                final_layer, head_layer, stack_layer, stem_layers)
+from densenas.signature import (FINAL_CONV, MBV2_STEM_HEAD, Layer, OpSignature, OpSpec, classifier_layer, final_layer,
+                                stem_layers)
 
 ARCH_SCHEMA = "densenas.arch/1"
 
@@ -65,9 +65,9 @@ class Arch:
         out = [Layer("stem", -1, sig) for sig in self.stem_layers()]
         fm = self.input_size // 2
         for i, b in enumerate(self.blocks):
-            out.append(Layer("head", i, head_layer(b.head_op, b.in_ch, b.out_ch, b.stride, fm)))
+            out.append(Layer("head", i, OpSignature(b.head_op, b.in_ch, b.out_ch, b.stride, fm, fm)))
             fm //= b.stride
-            out.extend(Layer("stack", i, stack_layer(op, b.out_ch, fm)) for op in b.stack_ops)
+            out.extend(Layer("stack", i, OpSignature(op, b.out_ch, b.out_ch, 1, fm, fm)) for op in b.stack_ops)
         if self.final_conv is not None:
             out.append(Layer("final", len(self.blocks), final_layer(*self.final_conv, fm)))
         out.append(Layer("classifier", len(self.blocks), classifier_layer(self.feature_dim, self.num_classes, fm)))
@@ -339,5 +339,4 @@ def fit_to_space(arch: Arch, space) -> Arch:
             raise DensenasError(f"{where}: final conv must be {list(expected)} (conv1_1), got {arch.final_conv}")
     elif arch.final_conv is not None:
         raise DensenasError(f"{where}: the space's derived networks have no final conv1_1")
-    return Arch(arch.space, arch.input_size, arch.num_classes, arch.stem, arch.init_dim, arch.head_dim,
-                tuple(fitted), arch.final_conv, arch.extra)
+    return replace(arch, blocks=tuple(fitted))

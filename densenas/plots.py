@@ -22,9 +22,9 @@ def plot_arch(arch: Arch, path: str | Path) -> None:
     layers = arch.layers()
     fig_w = max(6.0, 0.55 * len(layers) + 1)
     fig, ax = plt.subplots(figsize=(fig_w, 3.6))
-    max_ch = max(sig.c_out for _, _, sig in layers if not sig.op.classifier)
+    max_ch = max(sig.c_out for role, _, sig in layers if role != "classifier")
     for x, (role, _, sig) in enumerate(layers):
-        if sig.op.classifier:
+        if role == "classifier":
             label, color, height = f"FC {sig.c_out}", "#cccccc", 0.6
         else:
             label = sig.op.replace("mbconv_", "MB").replace("_t", " e").replace("_k", " k")

@@ -25,10 +25,9 @@ _MBCONV = re.compile(r"^mbconv_k(\d+)_t(\d+)$")
 
 
 class OpSpec(str):
-    """A decoded op name: the name itself, so LUT keys, arch.json and net_config strings
-    are written from it unchanged, with its meaning read once: ``kind`` plus the knobs of
-    that kind, and what the code asks of an op. Constructing one from a name is the only
-    place a name is parsed; from an ``OpSpec`` it is the same object."""
+    """A decoded op name: ``kind`` plus the knobs of that kind, read once from the name
+    it still is (so LUT keys, arch.json and net_config are written from it unchanged).
+    Built from an ``OpSpec`` it is that same object."""
 
     kind: str
     kernel: int
@@ -70,10 +69,6 @@ class OpSpec(str):
     def skip(self) -> bool:
         """A skipped stack layer: dropped from a derived network."""
         return self.kind == "skip_connect"
-
-    @property
-    def classifier(self) -> bool:
-        return self.kind == "classifier"
 
 
 parse_op = OpSpec  # decode an op name; DensenasError naming it when it is not one we build
@@ -120,7 +115,7 @@ class OpSignature:
     @classmethod
     def from_dict(cls, d: dict) -> "OpSignature":
         return cls(
-            op=OpSpec(str(d["op"])),
+            op=str(d["op"]),
             c_in=int(d["c_in"]),
             c_out=int(d["c_out"]),
             stride=int(d["stride"]),
@@ -135,8 +130,7 @@ class OpSignature:
 
 
 class Layer(NamedTuple):
-    """One layer of a network's plan: its role (stem, head, stack, final, classifier),
-    the block it belongs to and what it computes."""
+    """One layer of a network's plan: role (stem, head, stack, final, classifier), block, what it computes."""
 
     role: str
     block: int
@@ -144,7 +138,6 @@ class Layer(NamedTuple):
 
 
 FINAL_CONV = OpSpec("conv1_1")
-CLASSIFIER = OpSpec("classifier")
 MBV2_STEM_HEAD = OpSpec("mbconv_k3_t1")  # the MobileNetV2 stem's last layer
 
 
@@ -154,25 +147,15 @@ def stem_layers(stem: str, init_dim: int, head_dim: int | None, input_size: int)
     fm = input_size // 2
     if stem == "mbv2":
         return [OpSignature("stem_relu6", 3, init_dim, 2, input_size, input_size),
-                head_layer(MBV2_STEM_HEAD, init_dim, head_dim, 1, fm)]
+                OpSignature(MBV2_STEM_HEAD, init_dim, head_dim, 1, fm, fm)]
     return [OpSignature("stem_relu", 3, init_dim, 2, input_size, input_size)]
 
 
-# The layers after the stem, the same in a derived network and in the supernet: a head
-# changes width and stride, a stacked layer keeps both, the final 1x1 conv and the
-# classifier see the last feature map.
-
-def head_layer(op: OpSpec, c_in: int, c_out: int, stride: int, fm: int) -> OpSignature:
-    return OpSignature(op, c_in, c_out, stride, fm, fm)
-
-
-def stack_layer(op: OpSpec, ch: int, fm: int) -> OpSignature:
-    return OpSignature(op, ch, ch, 1, fm, fm)
-
+# The fixed layers after the blocks, alike in a derived network and the supernet.
 
 def final_layer(c_in: int, c_out: int, fm: int) -> OpSignature:
     return OpSignature(FINAL_CONV, c_in, c_out, 1, fm, fm)
 
 
 def classifier_layer(c_in: int, num_classes: int, fm: int) -> OpSignature:
-    return OpSignature(CLASSIFIER, c_in, num_classes, 1, fm, fm)
+    return OpSignature("classifier", c_in, num_classes, 1, fm, fm)

@@ -70,7 +70,7 @@ def network_rows(space: "SearchSpace", batch: int, precision: str) -> set[str]:
     """The LUT rows a derived network of ``space`` can run: every op signature but the
     stacked ``skip_connect`` layers, which a derived network drops."""
     return {i.signature.with_run(batch, precision).key() for i in space.op_instances()
-            if not (i.role == "stack" and i.op.skip)}
+            if not (i.role == "stack" and i.signature.op.skip)}
 
 
 def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, precision: str,
@@ -204,10 +204,6 @@ class Design:
         cross-validation and its report share."""
         return self.counts @ costs + self.overhead_ms
 
-    def networks(self, index: "np.ndarray") -> "Design":
-        """The same rows over a subset of the networks."""
-        return dataclasses.replace(self, counts=self.counts[index])
-
 
 def isolated_ms(table: "LatencyTable", key: str) -> float:
     """A row's isolated cost within a network (the prior the fit starts from), as the
@@ -291,8 +287,8 @@ def choose_prior(d: Design, measured: Sequence[float], seed: int, grid: Sequence
         errors = np.empty(n)
         for test in folds:
             train = np.setdiff1d(np.arange(n), test)
-            costs = fit_costs(d.networks(train), m[train], strength)
-            errors[test] = np.abs(d.networks(test).predict(costs) - m[test]) / m[test]
+            costs = fit_costs(dataclasses.replace(d, counts=d.counts[train]), m[train], strength)
+            errors[test] = np.abs(dataclasses.replace(d, counts=d.counts[test]).predict(costs) - m[test]) / m[test]
         scores[strength] = float(100.0 * errors.mean())
     best = min(scores.values())
     return max(s for s, v in scores.items() if v <= best * (1 + 1e-9)), scores

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Iterator
 
 from densenas.errors import DensenasError
-from densenas.signature import OpSignature, OpSpec, classifier_layer, final_layer, head_layer, stack_layer, stem_layers
+from densenas.signature import OpSignature, OpSpec, classifier_layer, final_layer, stem_layers
 from densenas.space.config import SpaceConfig, load_space_config
 
 
@@ -42,10 +42,6 @@ class OpInstance:
     index: int  # head: incoming branch index; stack: layer index; else position
     signature: OpSignature
 
-    @property
-    def op(self) -> OpSpec:
-        return self.signature.op
-
 
 class SearchSpace:
     """A validated search space; ``from_config`` applies the paper's connection rule."""
@@ -54,8 +50,8 @@ class SearchSpace:
         self.config = config
         self.source = source
         self.blocks: tuple[Block, ...] = _build_blocks(config, source)
-        self._head_ops = tuple(map(OpSpec, config.primitives.head))
-        self._stack_ops = tuple(map(OpSpec, config.primitives.stack))
+        self.head_primitives: list[OpSpec] = list(map(OpSpec, config.primitives.head))
+        self.stack_primitives: list[OpSpec] = list(map(OpSpec, config.primitives.stack))
 
     @classmethod
     def load(cls, name_or_path: str) -> "SearchSpace":
@@ -77,14 +73,6 @@ class SearchSpace:
     @property
     def final(self) -> Block:
         return self.blocks[-1]
-
-    @property
-    def head_primitives(self) -> list[OpSpec]:
-        return list(self._head_ops)
-
-    @property
-    def stack_primitives(self) -> list[OpSpec]:
-        return list(self._stack_ops)
 
     @property
     def softmax_temp(self) -> float:
@@ -136,11 +124,11 @@ class SearchSpace:
 
     def head_signature(self, dst: int, src: int, op: OpSpec) -> OpSignature:
         s, d = self.blocks[src], self.blocks[dst]
-        return head_layer(op, s.ch, d.ch, self.edge_stride(src, dst), s.fm)
+        return OpSignature(op, s.ch, d.ch, self.edge_stride(src, dst), s.fm, s.fm)
 
     def stack_signature(self, block: int, op: OpSpec) -> OpSignature:
         b = self.blocks[block]
-        return stack_layer(op, b.ch, b.fm)
+        return OpSignature(op, b.ch, b.ch, 1, b.fm, b.fm)
 
     def final_signature(self, src: int) -> OpSignature:
         s = self.blocks[src]
