@@ -68,8 +68,8 @@ class OpMix:
         return self.choices > 0 and self.cheapest_share >= COLLAPSE_SHARE
 
     def to_dict(self) -> dict:
-        return {"counts": {op.name: n for op, n in self.counts.items()}, "skipped": self.skipped, "stack_layers": self.stack_layers,
-                "skip_share": self.skip_share, "cheapest_share": self.cheapest_share}
+        return {"counts": {op.name: n for op, n in self.counts.items()}, "skipped": self.skipped,
+                "stack_layers": self.stack_layers, "skip_share": self.skip_share, "cheapest_share": self.cheapest_share}
 
     def describe(self) -> str:
         ops = ", ".join(f"{_short(op)} x{n}" for op, n in sorted(self.counts.items()) if not op.skip)
