@@ -3,7 +3,8 @@
 An op name on the command line or in a file (``mbconv_k5_t6``) is parsed here into an
 ``OpSpec`` and everything else passes that object around. An ``OpSignature`` is what a
 profiler measures and what a LUT row is keyed by: the op, its widths, stride, input
-size, batch and precision. Nothing here needs torch.
+size, batch and precision; a network's plan is a list of them (``Layer``), whose stem
+and fixed layers are built here. Nothing here needs torch.
 """
 
 from __future__ import annotations
