@@ -70,10 +70,8 @@ def row_keys(arch: "Arch", batch: int, precision: str) -> list[str]:
 def network_rows(space: "SearchSpace", batch: int, precision: str) -> set[str]:
     """The LUT rows a derived network of ``space`` can run: every op signature but the
     stacked ``skip_connect`` layers, which a derived network drops."""
-    from densenas.signature import SKIP
-
     return {i.signature.with_run(batch, precision).key() for i in space.op_instances()
-            if not (i.role == "stack" and i.op == SKIP)}
+            if not (i.role == "stack" and i.signature.op.skip)}
 
 
 def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, precision: str,
@@ -203,6 +201,8 @@ class Design:
     overhead_ms: float
 
     def predict(self, costs: "np.ndarray") -> "np.ndarray":
+        """Each network's latency from per-row costs: the one formula the fit, its
+        cross-validation and its report share."""
         return self.counts @ costs + self.overhead_ms
 
 
@@ -251,7 +251,7 @@ def fit_costs(d: Design, measured: Sequence[float], prior_strength: float) -> "n
     jac = np.vstack([data_jac, np.diag(prior_w)])
 
     def residuals(c: np.ndarray) -> np.ndarray:
-        data = (d.counts @ c + d.overhead_ms - m) / (m * SOFT_L1_SCALE)
+        data = (d.predict(c) - m) / (m * SOFT_L1_SCALE)
         return np.concatenate([data, prior_w * (c - c0)])
 
     def loss(z: np.ndarray) -> np.ndarray:
@@ -288,9 +288,8 @@ def choose_prior(d: Design, measured: Sequence[float], seed: int, grid: Sequence
         errors = np.empty(n)
         for test in folds:
             train = np.setdiff1d(np.arange(n), test)
-            sub = Design(d.keys, d.counts[train], d.isolated, d.overhead_ms)
-            costs = fit_costs(sub, m[train], strength)
-            errors[test] = np.abs(d.counts[test] @ costs + d.overhead_ms - m[test]) / m[test]
+            costs = fit_costs(dataclasses.replace(d, counts=d.counts[train]), m[train], strength)
+            errors[test] = np.abs(dataclasses.replace(d, counts=d.counts[test]).predict(costs) - m[test]) / m[test]
         scores[strength] = float(100.0 * errors.mean())
     best = min(scores.values())
     return max(s for s, v in scores.items() if v <= best * (1 + 1e-9)), scores
