@@ -3,26 +3,33 @@ paper's ``net_config`` string, each converted to the other without evaluating co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from densenas.errors import DensenasError
 from densenas.fileio import read_json, write_json
 from densenas.literal import parse_literal
-from densenas.signature import SKIP, OpSignature, parse_op, stem_layers
+from densenas.signature import (FINAL_CONV, MBV2_STEM_HEAD, Layer, OpSignature, OpSpec, classifier_layer, final_layer,
+                                stem_layers)
 
 ARCH_SCHEMA = "densenas.arch/1"
 
 
 @dataclass(frozen=True)
 class ArchBlock:
+    """One derived block; ops given by name are decoded here."""
+
     in_ch: int
     out_ch: int
     stride: int
-    head_op: str
-    stack_ops: tuple[str, ...] = ()
+    head_op: OpSpec
+    stack_ops: tuple[OpSpec, ...] = ()
     block_id: int | None = None  # the supernet block this one came from, when known
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head_op", OpSpec(self.head_op))
+        object.__setattr__(self, "stack_ops", tuple(map(OpSpec, self.stack_ops)))
 
 
 @dataclass(frozen=True)
@@ -52,18 +59,18 @@ class Arch:
             return self.final_conv[1]
         return self.blocks[-1].out_ch if self.blocks else self.stem_out
 
-    def layers(self) -> list[tuple[str, int, OpSignature]]:
-        """Every layer in order as (role, arch block index, signature at batch 1, fp32)."""
-        out = [("stem", -1, sig) for sig in self.stem_layers()]
+    def layers(self) -> list[Layer]:
+        """The network's plan: every layer in order, with its arch block index (-1 for the
+        stem) and its signature at batch 1, fp32."""
+        out = [Layer("stem", -1, sig) for sig in self.stem_layers()]
         fm = self.input_size // 2
         for i, b in enumerate(self.blocks):
-            out.append(("head", i, OpSignature(b.head_op, b.in_ch, b.out_ch, b.stride, fm, fm)))
+            out.append(Layer("head", i, OpSignature(b.head_op, b.in_ch, b.out_ch, b.stride, fm, fm)))
             fm //= b.stride
-            for op in b.stack_ops:
-                out.append(("stack", i, OpSignature(op, b.out_ch, b.out_ch, 1, fm, fm)))
+            out.extend(Layer("stack", i, OpSignature(op, b.out_ch, b.out_ch, 1, fm, fm)) for op in b.stack_ops)
         if self.final_conv is not None:
-            out.append(("final", len(self.blocks), OpSignature("conv1_1", *self.final_conv, 1, fm, fm)))
-        out.append(("classifier", len(self.blocks), OpSignature("classifier", self.feature_dim, self.num_classes, 1, fm, fm)))
+            out.append(Layer("final", len(self.blocks), final_layer(*self.final_conv, fm)))
+        out.append(Layer("classifier", len(self.blocks), classifier_layer(self.feature_dim, self.num_classes, fm)))
         return out
 
     def validate(self) -> "Arch":
@@ -82,11 +89,6 @@ class Arch:
         fm = self.input_size // 2
         for i, b in enumerate(self.blocks):
             where = f"arch: blocks[{i}]"
-            for name, op in (("head_op", b.head_op), *((f"stack_ops[{k}]", op) for k, op in enumerate(b.stack_ops))):
-                try:
-                    parse_op(op)
-                except DensenasError as exc:
-                    raise DensenasError(f"{where}.{name}: {exc}") from None
             if b.in_ch != prev:
                 raise DensenasError(f"{where}: in_ch {b.in_ch} does not chain: the previous layer outputs {prev}")
             if b.stride not in (1, 2):
@@ -118,8 +120,8 @@ class Arch:
                     "in_ch": b.in_ch,
                     "out_ch": b.out_ch,
                     "stride": b.stride,
-                    "head_op": b.head_op,
-                    "stack_ops": list(b.stack_ops),
+                    "head_op": b.head_op.name,
+                    "stack_ops": [op.name for op in b.stack_ops],
                 }
                 for b in self.blocks
             ],
@@ -170,8 +172,8 @@ def _block_from_dict(f: "_Fields", b: Any, where: str) -> ArchBlock:
         in_ch=f.integer(b, "in_ch", where),
         out_ch=f.integer(b, "out_ch", where),
         stride=f.integer(b, "stride", where),
-        head_op=f.text(b, "head_op", where),
-        stack_ops=tuple(stack_ops),
+        head_op=_op(f.text(b, "head_op", where), f"{f.source}: field {where}.head_op"),
+        stack_ops=tuple(_op(op, f"{f.source}: field {where}.stack_ops[{k}]") for k, op in enumerate(stack_ops)),
         block_id=None if b.get("block_id") is None else f.integer(b, "block_id", where),
     )
 
@@ -204,6 +206,13 @@ class _Fields:
         return self._get(d, key, where, (dict,), "an object")
 
 
+def _op(name: str, where: str) -> OpSpec:
+    try:
+        return OpSpec(name)
+    except DensenasError as exc:
+        raise DensenasError(f"{where}: {exc}") from None
+
+
 def _shown(v: Any) -> str:
     """A short form of a wrong value for a message (containers by type name)."""
     if isinstance(v, (bool, float, str)) or v is None or isinstance(v, int) and v.bit_length() <= 64:
@@ -221,12 +230,12 @@ def to_net_config(arch: Arch) -> str:
     """``[[in, out], head_op, [stack_ops], n_layers, stride]|...|[[in, last], 'conv1_1']``."""
     parts = []
     if arch.stem == "mbv2":
-        parts.append(f"[[{arch.init_dim}, {arch.head_dim}], 'mbconv_k3_t1', [], 0, 1]")
+        parts.append(f"[[{arch.init_dim}, {arch.head_dim}], '{MBV2_STEM_HEAD}', [], 0, 1]")
     for b in arch.blocks:
         ops = ", ".join(f"'{op}'" for op in b.stack_ops)
         parts.append(f"[[{b.in_ch}, {b.out_ch}], '{b.head_op}', [{ops}], {len(b.stack_ops)}, {b.stride}]")
     if arch.final_conv is not None:
-        parts.append(f"[[{arch.final_conv[0]}, {arch.final_conv[1]}], 'conv1_1']")
+        parts.append(f"[[{arch.final_conv[0]}, {arch.final_conv[1]}], '{FINAL_CONV}']")
     return "|".join(parts)
 
 
@@ -250,8 +259,8 @@ def decode_net_config(text: str, space, *, num_classes: int | None = None) -> Ar
         if not (isinstance(e, list) and len(e) >= 2 and isinstance(e[0], list) and len(e[0]) == 2
                 and all(isinstance(c, int) for c in e[0]) and isinstance(e[1], str)):
             raise DensenasError(f"{where}: expected [[in_ch, out_ch], 'op', [stack ops], n, stride], got {e!r}")
-        (c_in, c_out), op = e[0], e[1]
-        if op == "conv1_1":
+        (c_in, c_out), op = e[0], _op(e[1], where)
+        if op == FINAL_CONV:
             if i != len(entries) - 1:
                 raise DensenasError(f"{where}: conv1_1 must be the last part")
             final_conv = (c_in, c_out)
@@ -261,10 +270,10 @@ def decode_net_config(text: str, space, *, num_classes: int | None = None) -> Ar
             raise DensenasError(f"{where}: expected [[in_ch, out_ch], 'op', [stack ops], n, stride], got {e!r}")
         if e[3] != len(e[2]):
             raise DensenasError(f"{where}: says {e[3]} stacked layers but lists {len(e[2])}")
-        if i == 0 and cfg.stem == "mbv2" and op == "mbconv_k3_t1":
+        if i == 0 and cfg.stem == "mbv2" and op == MBV2_STEM_HEAD:
             init_dim, head_dim = c_in, c_out  # the stem's head layer
             continue
-        blocks.append(ArchBlock(c_in, c_out, e[4], op, tuple(e[2])))
+        blocks.append(ArchBlock(c_in, c_out, e[4], op, tuple(_op(s, f"{where}: stack op") for s in e[2])))
     arch = Arch(
         space=cfg.name,
         input_size=cfg.input_size,
@@ -315,7 +324,7 @@ def fit_to_space(arch: Arch, space) -> Arch:
             raise DensenasError(f"{where}: blocks[{i}] has stride {b.stride}, the edge {current}->{dst} has {space.edge_stride(current, dst)}")
         if b.head_op not in space.head_primitives:
             raise DensenasError(f"{where}: blocks[{i}] head op {b.head_op!r} is not a head primitive ({', '.join(space.head_primitives)})")
-        bad = [op for op in b.stack_ops if op not in space.stack_primitives or op == SKIP]
+        bad = [op for op in b.stack_ops if op not in space.stack_primitives or op.skip]
         if bad:
             raise DensenasError(f"{where}: blocks[{i}] stack op {bad[0]!r} is not a stack primitive of the space")
         if len(b.stack_ops) > blk.num_layers:
@@ -330,5 +339,4 @@ def fit_to_space(arch: Arch, space) -> Arch:
             raise DensenasError(f"{where}: final conv must be {list(expected)} (conv1_1), got {arch.final_conv}")
     elif arch.final_conv is not None:
         raise DensenasError(f"{where}: the space's derived networks have no final conv1_1")
-    return Arch(arch.space, arch.input_size, arch.num_classes, arch.stem, arch.init_dim, arch.head_dim,
-                tuple(fitted), arch.final_conv, arch.extra)
+    return replace(arch, blocks=tuple(fitted))

@@ -13,13 +13,12 @@ def summarize(arch: Arch) -> dict:
     net = build_derived(arch)
     shape = (1, 3, arch.input_size, arch.input_size)
     blocks = []
-    fm = arch.input_size // 2
-    for i, (b, mod) in enumerate(zip(arch.blocks, net.blocks)):
-        macs = count_macs(mod, (1, b.in_ch, fm, fm))
-        fm //= b.stride
+    heads = [sig for role, _, sig in arch.layers() if role == "head"]
+    for i, (b, mod, head) in enumerate(zip(arch.blocks, net.blocks, heads)):
+        macs = count_macs(mod, head.input_shape())
         blocks.append({
             "index": i, "block_id": b.block_id, "in_ch": b.in_ch, "out_ch": b.out_ch, "stride": b.stride,
-            "fm": fm, "head_op": b.head_op, "stack_ops": list(b.stack_ops),
+            "fm": head.h // b.stride, "head_op": b.head_op.name, "stack_ops": [op.name for op in b.stack_ops],
             "params": sum(p.numel() for p in mod.parameters()), "macs": macs,
         })
     return {

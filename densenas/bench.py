@@ -62,10 +62,8 @@ def network_options(lut: "LatencyTable") -> dict[str, Any]:
     """The backend options whole networks are timed with for this LUT: its recorded
     deployment configuration (``meta.deployment``), or, for a LUT from before one was
     recorded, the options its rows were timed with (what its calibration was fitted to)."""
-    recorded = lut.meta.get("deployment")
-    if isinstance(recorded, dict) and isinstance(recorded.get("network_options"), dict):
-        return dict(recorded["network_options"])
-    return op_options(lut)
+    recorded = lut.deployment
+    return op_options(lut) if recorded is None else dict(recorded.network_options)
 
 
 def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None, deployed: bool = False) -> "Profiler":

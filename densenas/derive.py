@@ -35,7 +35,6 @@ from densenas.arch_params import ArchParams
 from densenas.cost.tables import CostTables
 from densenas.errors import DensenasError
 from densenas.fileio import read_json
-from densenas.signature import SKIP
 from densenas.space import SearchSpace
 
 MAX_FRONTIER = 2_000_000  # points per combination step; far above what the paper spaces need
@@ -109,12 +108,11 @@ def _tail(space: SearchSpace, tables: CostTables) -> np.ndarray:
 
 def _stack_costs(space: SearchSpace, tables: CostTables) -> list[np.ndarray]:
     """Per routing block (layers, stack ops); a skipped layer is dropped, so it costs 0."""
-    skip = space.stack_primitives.index(SKIP) if SKIP in space.stack_primitives else None
+    skips = [i for i, op in enumerate(space.stack_primitives) if op.skip]
     out = []
     for t in tables.stack:
         a = t.detach().cpu().double().numpy().copy()
-        if skip is not None:
-            a[:, skip] = 0.0
+        a[:, skips] = 0.0
         out.append(a)
     return out
 
@@ -159,7 +157,7 @@ def choice_to_arch(space: SearchSpace, choice: Choice, *, num_classes: int | Non
     for src, dst in zip(choice.route, choice.route[1:]):
         if dst == space.final.id:
             break
-        stack_ops = tuple(op for op in (space.stack_primitives[i] for i in choice.stack[dst]) if op != SKIP)
+        stack_ops = tuple(op for op in (space.stack_primitives[i] for i in choice.stack[dst]) if not op.skip)
         blocks.append(ArchBlock(
             in_ch=space.blocks[src].ch, out_ch=space.blocks[dst].ch, stride=space.edge_stride(src, dst),
             head_op=space.head_primitives[choice.head[dst]], stack_ops=stack_ops, block_id=dst,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densenas.errors import DensenasError
-from densenas.signature import OpSignature, OpSpec, parse_op
+from densenas.signature import OpSignature, OpSpec
 
 
 def _bn(ch: int, affine: bool) -> nn.BatchNorm2d:
@@ -59,7 +59,7 @@ class SharedMBConv(nn.Module):
 
     def __init__(self, specs: list[OpSpec], c_in: int, c_out: int, stride: int, *, affine: bool = True):
         super().__init__()
-        if not specs or any(s.kind != "mbconv" for s in specs):
+        if not specs or not all(s.mbconv for s in specs):
             raise DensenasError(f"shared weights need MBConv candidates, got {[s.name for s in specs]}")
         self.specs = list(specs)
         self.c_in, self.c_out, self.stride = c_in, c_out, stride
@@ -218,23 +218,28 @@ _OPS: dict[str, tuple[Callable[..., nn.Module], Callable[[int], int]]] = {
 }
 
 
-def build_op(op: str | OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool = True) -> nn.Module:
+def build_op(op: OpSpec, c_in: int, c_out: int, stride: int, *, affine: bool = True) -> nn.Module:
     """The one place an op becomes a module."""
-    spec = parse_op(op) if isinstance(op, str) else op
+    spec = OpSpec(op)
     if stride not in (1, 2):
         raise DensenasError(f"op {spec.name}: stride must be 1 or 2, got {stride}")
     return _OPS[spec.kind][0](spec, c_in, c_out, stride, affine)
 
 
+def build_layer(sig: OpSignature, *, affine: bool = True) -> nn.Module:
+    """One layer of a plan (``Arch.layers``, a space's signatures) as a module."""
+    return build_op(sig.op, sig.c_in, sig.c_out, sig.stride, affine=affine)
+
+
 def build_layers(signatures: list[OpSignature], *, affine: bool = True) -> nn.Sequential:
-    """Consecutive layers of a plan (``Arch.layers``, a space's signatures) as one module."""
-    return nn.Sequential(*(build_op(s.op, s.c_in, s.c_out, s.stride, affine=affine) for s in signatures))
+    """Consecutive layers of a plan as one module."""
+    return nn.Sequential(*(build_layer(s, affine=affine) for s in signatures))
 
 
 def module_for_signature(sig: OpSignature) -> nn.Module:
     """The module a profiler times for one LUT row (inference form: affine BN)."""
-    return build_op(sig.op, sig.c_in, sig.c_out, sig.stride).eval()
+    return build_layer(sig).eval()
 
 
 def input_shape_for_signature(sig: OpSignature) -> tuple[int, int, int, int]:
-    return (sig.batch, _OPS[parse_op(sig.op).kind][1](sig.c_in), sig.h, sig.w)
+    return (sig.batch, _OPS[sig.op.kind][1](sig.c_in), sig.h, sig.w)

@@ -22,14 +22,13 @@ def plot_arch(arch: Arch, path: str | Path) -> None:
     layers = arch.layers()
     fig_w = max(6.0, 0.55 * len(layers) + 1)
     fig, ax = plt.subplots(figsize=(fig_w, 3.6))
-    max_ch = max(sig.c_out for _, _, sig in layers if sig.op != "classifier")
+    max_ch = max(sig.c_out for role, _, sig in layers if role != "classifier")
     for x, (role, _, sig) in enumerate(layers):
-        if sig.op == "classifier":
+        if role == "classifier":
             label, color, height = f"FC {sig.c_out}", "#cccccc", 0.6
         else:
             label = sig.op.replace("mbconv_", "MB").replace("_t", " e").replace("_k", " k")
-            kernel = int(sig.op[8]) if sig.op.startswith("mbconv_k") else 3
-            color = _COLORS.get(kernel, "#b5e48c") if sig.op.startswith("mbconv") else "#b5e48c"
+            color = _COLORS.get(sig.op.kernel, "#b5e48c")  # MBConvs by kernel size, other ops have none
             height = 0.6 + 1.8 * sig.c_out / max_ch
         ax.add_patch(FancyBboxPatch((x - 0.35, -height / 2), 0.7, height, boxstyle="round,pad=0.02",
                                     fc=color, ec="#333333", lw=1.5 if sig.stride == 2 else 0.6))

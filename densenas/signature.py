@@ -3,13 +3,15 @@
 An op name on the command line or in a file (``mbconv_k5_t6``) is parsed here into an
 ``OpSpec`` and everything else passes that object around. An ``OpSignature`` is what a
 profiler measures and what a LUT row is keyed by: the op, its widths, stride, input
-size, batch and precision. Nothing here needs torch.
+size, batch and precision; a network's plan is a list of them (``Layer``), whose stem
+and fixed layers are built here. Nothing here needs torch.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from densenas.errors import DensenasError
 
@@ -22,43 +24,54 @@ FIXED_KINDS = ("conv1_1", "classifier", "stem_relu6", "stem_relu")  # layers eve
 _MBCONV = re.compile(r"^mbconv_k(\d+)_t(\d+)$")
 
 
-@dataclass(frozen=True)
-class OpSpec:
-    """A decoded op name: ``kind`` plus the knobs of that kind."""
+class OpSpec(str):
+    """A decoded op name: ``kind`` plus the knobs of that kind, read once from the name
+    it still is (so LUT keys, arch.json and net_config are written from it unchanged).
+    Built from an ``OpSpec`` it is that same object."""
 
     kind: str
-    kernel: int = 0
-    expand: int = 0
+    kernel: int
+    expand: int
+
+    def __new__(cls, name: str) -> "OpSpec":
+        if isinstance(name, OpSpec):
+            return name
+        if not isinstance(name, str):
+            raise DensenasError(f"op name must be a string, got {name!r}")
+        kind, kernel, expand = name, 0, 0
+        m = _MBCONV.match(name)
+        if m:
+            kind, kernel, expand = "mbconv", int(m.group(1)), int(m.group(2))
+            if kernel not in MBCONV_KERNELS or expand not in MBCONV_EXPANDS:
+                raise DensenasError(
+                    f"unknown op {name!r}: mbconv kernels are {MBCONV_KERNELS}, expansions {MBCONV_EXPANDS}"
+                )
+        elif name == "mbconv" or name not in CANDIDATE_KINDS + FIXED_KINDS:
+            raise DensenasError(f"unknown op {name!r}; known: {', '.join(known_ops())}")
+        spec = super().__new__(cls, name)
+        spec.kind, spec.kernel, spec.expand = kind, kernel, expand
+        return spec
 
     @property
     def name(self) -> str:
-        if self.kind == "mbconv":
-            return f"mbconv_k{self.kernel}_t{self.expand}"
-        return self.kind
+        """The name as a plain string (what files and torch-saved records hold)."""
+        return str.__str__(self)
 
     @property
     def candidate(self) -> bool:
         return self.kind in CANDIDATE_KINDS
 
-    def __str__(self) -> str:
-        return self.name
+    @property
+    def mbconv(self) -> bool:
+        return self.kind == "mbconv"
+
+    @property
+    def skip(self) -> bool:
+        """A skipped stack layer: dropped from a derived network."""
+        return self.kind == "skip_connect"
 
 
-def parse_op(name: str) -> OpSpec:
-    """Decode an op name; raise DensenasError naming it when it is not one we build."""
-    if not isinstance(name, str):
-        raise DensenasError(f"op name must be a string, got {name!r}")
-    m = _MBCONV.match(name)
-    if m:
-        kernel, expand = int(m.group(1)), int(m.group(2))
-        if kernel not in MBCONV_KERNELS or expand not in MBCONV_EXPANDS:
-            raise DensenasError(
-                f"unknown op {name!r}: mbconv kernels are {MBCONV_KERNELS}, expansions {MBCONV_EXPANDS}"
-            )
-        return OpSpec("mbconv", kernel, expand)
-    if name != "mbconv" and name in CANDIDATE_KINDS + FIXED_KINDS:
-        return OpSpec(name)
-    raise DensenasError(f"unknown op {name!r}; known: {', '.join(known_ops())}")
+parse_op = OpSpec  # decode an op name; DensenasError naming it when it is not one we build
 
 
 def known_ops() -> list[str]:
@@ -68,9 +81,10 @@ def known_ops() -> list[str]:
 
 @dataclass(frozen=True, order=True)
 class OpSignature:
-    """What one LUT row measures: the op at one shape, batch and precision."""
+    """What one LUT row measures: the op at one shape, batch and precision. An op given
+    by name is decoded here."""
 
-    op: str
+    op: OpSpec
     c_in: int
     c_out: int
     stride: int
@@ -78,6 +92,9 @@ class OpSignature:
     w: int
     batch: int = 1
     dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op", OpSpec(self.op))
 
     def key(self) -> str:
         return (
@@ -93,7 +110,7 @@ class OpSignature:
         return (self.batch, self.c_in, self.h, self.w)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "op": self.op.name}
 
     @classmethod
     def from_dict(cls, d: dict) -> "OpSignature":
@@ -112,11 +129,33 @@ class OpSignature:
         return f"{self.op}({self.c_in}->{self.c_out}, s{self.stride}, {self.h}x{self.w}, b{self.batch}, {self.dtype})"
 
 
+class Layer(NamedTuple):
+    """One layer of a network's plan: role (stem, head, stack, final, classifier), block, what it computes."""
+
+    role: str
+    block: int
+    signature: OpSignature
+
+
+FINAL_CONV = OpSpec("conv1_1")
+MBV2_STEM_HEAD = OpSpec("mbconv_k3_t1")  # the MobileNetV2 stem's last layer
+
+
 def stem_layers(stem: str, init_dim: int, head_dim: int | None, input_size: int) -> list[OpSignature]:
     """The stem of every network, derived or super: a stride-2 3x3 conv, for MobileNetV2
     followed by its first mbconv_k3_t1."""
     fm = input_size // 2
     if stem == "mbv2":
         return [OpSignature("stem_relu6", 3, init_dim, 2, input_size, input_size),
-                OpSignature("mbconv_k3_t1", init_dim, head_dim, 1, fm, fm)]
+                OpSignature(MBV2_STEM_HEAD, init_dim, head_dim, 1, fm, fm)]
     return [OpSignature("stem_relu", 3, init_dim, 2, input_size, input_size)]
+
+
+# The fixed layers after the blocks, alike in a derived network and the supernet.
+
+def final_layer(c_in: int, c_out: int, fm: int) -> OpSignature:
+    return OpSignature(FINAL_CONV, c_in, c_out, 1, fm, fm)
+
+
+def classifier_layer(c_in: int, num_classes: int, fm: int) -> OpSignature:
+    return OpSignature("classifier", c_in, num_classes, 1, fm, fm)

@@ -321,7 +321,7 @@ class Profiler(ABC):
     def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
         """Backends with a per-node or per-module profiler override this."""
         raise ProfilerError(f"{self.name}: this backend reports no per-layer times "
-                            "(per-layer diagnostics run on onnxruntime and torch-cpu)")
+                            "(per-layer diagnostics run on onnxruntime, torch-cpu and tensorrt)")
 
     def overhead(self) -> Measurement:
         """The fixed cost of one call (a null op on a tiny input), measured like any op,

@@ -9,6 +9,7 @@ owns (layout reorders between layers, the graph's own copies) kept apart.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,6 +89,28 @@ def summarise(runs: Sequence[Mapping[str, float]], layers: Sequence[str], source
     return LayerTimes(per_layer, other, total, len(runs), source, parts)
 
 
+def _credit(runs: Sequence[Sequence[tuple[str, str, float]]], owner_of: Callable[[str], str | None],
+            layers: Sequence[str], source: str) -> LayerTimes:
+    """Runs of (node, part, ms), each node credited to the layer ``owner_of`` names (asked
+    once per node); a node no layer owns goes to ``OTHER``, under its part."""
+    owners: dict[str, str | None] = {}
+    per_run: list[dict[str, float]] = []
+    parts: list[dict[str, float]] = []
+    for nodes in runs:
+        run: dict[str, float] = {}
+        other: dict[str, float] = {}
+        for node, part, ms in nodes:
+            if node not in owners:
+                owners[node] = owner_of(node)
+            layer = owners[node] or OTHER
+            run[layer] = run.get(layer, 0.0) + ms
+            if layer == OTHER:
+                other[part] = other.get(part, 0.0) + ms
+        per_run.append(run)
+        parts.append(other)
+    return summarise(per_run, layers, source, parts)
+
+
 # -- ONNX Runtime's session profiler -------------------------------------------------------
 
 
@@ -108,9 +131,7 @@ def from_ort_trace(events: Iterable[Mapping[str, object]], layers: Sequence[str]
             nodes.append((ts, dur, name[: -len("_kernel_time")], op))
     run_windows.sort()
     nodes.sort()
-    per_run: list[dict[str, float]] = [{} for _ in run_windows]
-    parts: list[dict[str, float]] = [{} for _ in run_windows]
-    owners: dict[str, str | None] = {}
+    per_run: list[list[tuple[str, str, float]]] = [[] for _ in run_windows]
     w = 0
     for ts, dur, node, op in nodes:
         while w < len(run_windows) and ts > run_windows[w][1]:
@@ -119,14 +140,39 @@ def from_ort_trace(events: Iterable[Mapping[str, object]], layers: Sequence[str]
             break
         if ts < run_windows[w][0]:
             continue  # a node event outside any run (session initialisation)
-        if node not in owners:
-            owners[node] = owner(module_path(node), layers)
-        layer = owners[node] or OTHER
-        per_run[w][layer] = per_run[w].get(layer, 0.0) + dur * 1e-3
-        if layer == OTHER:
-            parts[w][op] = parts[w].get(op, 0.0) + dur * 1e-3
-    kept = slice(skip_runs, None)
-    return summarise(per_run[kept], layers, "ONNX Runtime session profiler: kernel time of each node", parts[kept])
+        per_run[w].append((node, op, dur * 1e-3))
+    return _credit(per_run[skip_runs:], lambda node: owner(module_path(node), layers), layers,
+                   "ONNX Runtime session profiler: kernel time of each node")
+
+
+# -- TensorRT's IProfiler ----------------------------------------------------------------
+
+REFORMAT = "Reformatting CopyNode"
+_SCOPED = re.compile(r"/[^\s,+()\[\]{}]+")
+
+
+def fused_members(layer_name: str) -> list[str]:
+    """The ONNX nodes a TensorRT engine layer was built from, read off its name. TensorRT
+    names a fused layer after its members: ``A + B`` (a conv and the activation it
+    absorbed), ``PWN(A, B)`` (pointwise ops, nested), ``{ForeignNode[A...B]}`` (a range
+    handed to Myelin, by its first and last node). A layer TensorRT inserted has no
+    members: a layout change (``Reformatting CopyNode for Input Tensor 0 to A`` names the
+    layer it feeds, not one it belongs to) or an unnamed one (``(Unnamed Layer* 3) [Shuffle]``)."""
+    if layer_name.startswith(REFORMAT):
+        return []
+    return [m for found in _SCOPED.findall(layer_name) for m in found.split("...") if m]
+
+
+def from_tensorrt_reports(runs: Sequence[Sequence[tuple[str, float]]], layers: Sequence[str]) -> LayerTimes:
+    """Per-layer times from what a TensorRT ``IProfiler`` was told, one list of (layer
+    name, ms) per run. A fused layer is credited to the layer of its first member that
+    any layer owns; what TensorRT inserted goes to ``OTHER``, its layout changes as one part."""
+    def first_owned(name: str) -> str | None:
+        return next((found for m in fused_members(name) if (found := owner(module_path(m), layers))), None)
+
+    named = [[(name, REFORMAT if name.startswith(REFORMAT) else name, ms) for name, ms in run] for run in runs]
+    return _credit(named, first_owned, layers,
+                   "TensorRT IProfiler: time of each engine layer, fused layers credited to their first member's layer")
 
 
 # -- eager PyTorch: forward hooks ------------------------------------------------------------

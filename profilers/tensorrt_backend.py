@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from densenas.profilers.layers import LayerTimes
+
 INSTALL_HINT = "pip install 'densenas[tensorrt]' on a machine with an NVIDIA GPU, or use --backend onnxruntime"
 MIN_MAJOR = 10
 DEFAULT_WORKSPACE_BYTES = 1 << 30
@@ -375,6 +377,9 @@ def build_serialized_engine(
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
     config.builder_optimization_level = settings.optimization_level
+    # TensorRT's default, set so it stays: the per-layer diagnostic reads the layer names
+    # (named after their ONNX nodes) that this keeps in the engine
+    config.profiling_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
 
     dynamic = [tensor for tensor in inputs if any(d < 0 for d in tensor.shape)]
     if dynamic:
@@ -494,9 +499,40 @@ class EngineRunner(Prepared):
         self.gpu.synchronize(self.stream)
         return self.gpu.to_host(self.buffers[OUTPUT_NAME])
 
+    def layer_reports(self, warmup: int, runs: int) -> list[list[tuple[str, float]]]:
+        """TensorRT's own time of each engine layer, (name, ms) per run after ``warmup``
+        runs. With a profiler set, each launch reports its layers as it completes (and so
+        runs synchronously); the runner is left profiled, so close it after."""
+        # held here as long as the context: TensorRT keeps only a pointer to it
+        self.layer_profiler = profiler = _layer_profiler()
+        self.context.profiler = profiler
+        per_run = []
+        for i in range(warmup + runs):
+            profiler.reports = []
+            self._launch()
+            self.gpu.synchronize(self.stream)
+            if i >= warmup:
+                per_run.append(profiler.reports)
+        return per_run
+
     def close(self) -> None:
         self.gpu.synchronize(self.stream)
         del self.context, self.engine, self.runtime, self.buffers
+
+
+def _layer_profiler() -> Any:
+    """A ``trt.IProfiler`` that keeps every layer time reported to it."""
+    import tensorrt as trt
+
+    class LayerProfiler(trt.IProfiler):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.reports: list[tuple[str, float]] = []
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.reports.append((layer_name, float(ms)))
+
+    return LayerProfiler()
 
 
 # -- the profiler ---------------------------------------------------------------------------
@@ -647,7 +683,7 @@ class TensorRTProfiler(Profiler):
         seeded example input in the engine's own input type."""
         return EngineRunner(engine_bytes, self.example_input(input_shape), self.device_index)
 
-    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
+    def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> EngineRunner:
         onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision)()
         key, engine = self._engine_bytes(onnx_bytes)
         try:
@@ -657,6 +693,18 @@ class TensorRTProfiler(Profiler):
             self.engine_cache().discard(key)
             _, engine = self._engine_bytes(onnx_bytes)
             return self.engine_runner(engine, input_shape)
+
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+        """TensorRT's ``IProfiler`` on the engine the profiler times, each layer credited
+        to the network layer its fused ONNX nodes came from."""
+        from densenas.profilers.layers import from_tensorrt_reports
+
+        runner = self._prepare(module, input_shape)
+        try:
+            reports = runner.layer_reports(warmup=max(3, runs // 5), runs=runs)
+        finally:
+            runner.close()
+        return from_tensorrt_reports(reports, layers)
 
     def _fingerprint_extra(self) -> dict[str, object]:
         facts: dict[str, object] = {

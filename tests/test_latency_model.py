@@ -28,7 +28,8 @@ from tests.test_cost import one_hot_params, random_choice
 
 REFINEMENT = Refinement(method="robust fit of relative errors, ridge toward the isolated time", networks=40,
                         held_out={"mape": 3.9, "within_5pct": 0.74, "spearman": None}, prior_strength=2.0,
-                        fitted_at="2026-01-01T00:00:00+00:00", deployment={"threads": 2, "spinning": True},
+                        fitted_at="2026-01-01T00:00:00+00:00",
+                        deployment={"network_options": {"spinning": True}, "threads": 2},
                         host_busy=0.0)
 
 
@@ -136,6 +137,9 @@ def test_context_costs_and_the_refinement_survive_save_and_load(tiny, tmp_path):
     (lambda d: d["meta"]["refinement"].update(netwroks=3), r"field 'meta\.refinement\.netwroks': extra inputs"),
     (lambda d: d["meta"]["calibration"].update(scale=0), r"field 'meta\.calibration\.scale': input should be greater"),
     (lambda d: d["meta"].update(threads="2"), r"field 'meta\.threads'"),
+    (lambda d: d["meta"].update(deployment={"network_option": {}}), r"field 'meta\.deployment\.network_option': extra"),
+    (lambda d: d["meta"].update(deployment={"network_options": []}), r"field 'meta\.deployment\.network_options'"),
+    (lambda d: d["meta"]["refinement"]["deployment"].update(threads=0), r"field 'meta\.refinement\.deployment\.threads'"),
 ])
 def test_bad_in_context_fields_are_refused_naming_the_file_and_field(tiny, tmp_path, edit, match):
     with_context(synthetic_lut(tiny, tmp_path / "lut.json"), tmp_path / "lut.json")

@@ -60,7 +60,7 @@ def arch_cost(arch: Arch, lut: "LatencyTable", *, batch: int | None = None,
         else:
             key, block_id = f"block {idx}", arch.blocks[idx].block_id
         g = groups.setdefault(key, {"name": key, "block_id": block_id, "ops": [], "sum": 0.0})
-        g["ops"].append(sig.op)
+        g["ops"].append(sig.op.name)
         g["sum"] += model.op_cost_ms(sig)
     total_ops = sum(g["sum"] for g in groups.values())
     per_block = [{"name": g["name"], "block_id": g["block_id"], "ops": g["ops"],

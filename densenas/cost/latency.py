@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from densenas.lut.meta import Calibration
-from densenas.signature import SKIP, OpSignature
+from densenas.signature import OpSignature
 
 if TYPE_CHECKING:
     from densenas.lut.store import LatencyTable, LutRow
@@ -71,4 +71,4 @@ class LatencyModel:
         ``network_ms(sum of op costs, layers)``. A skipped layer is dropped from a
         network, so it is not charged the per-layer term."""
         own = self.op_cost_ms(sig)
-        return own if sig.op == SKIP else own + self.calibration.per_layer_ms / self.calibration.scale
+        return own if sig.op.skip else own + self.calibration.per_layer_ms / self.calibration.scale

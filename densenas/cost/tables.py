@@ -15,7 +15,7 @@ import torch
 from densenas.choices import CostType
 from densenas.cost.latency import LatencyModel
 from densenas.errors import DensenasError
-from densenas.signature import SKIP, OpSignature
+from densenas.signature import OpSignature
 from densenas.space import SearchSpace
 
 
@@ -96,9 +96,8 @@ class CostTables:
                 dtype=torch.float64).reshape(len(b.in_edges), len(space.head_primitives)))
             # a block without stacked layers has no stack ops to charge (nor LUT rows for them)
             row = [cost(space.stack_signature(b.id, op)) for op in stack_ops] if b.num_layers else [0.0] * len(stack_ops)
-            if skip_reg and SKIP in stack_ops:
-                # the paper's skip_reg: a skipped layer is charged a tenth of the first op
-                row[stack_ops.index(SKIP)] = row[0] / 10.0
+            # the paper's skip_reg: a skipped layer is charged a tenth of the first op
+            row = [row[0] / 10.0 if skip_reg and op.skip else c for op, c in zip(stack_ops, row)]
             stack.append(torch.tensor([row] * b.num_layers, dtype=torch.float64).reshape(b.num_layers, len(stack_ops)))
         final = torch.tensor([cost(space.final_signature(src)) for src in space.final.in_edges], dtype=torch.float64)
         stem = sum(cost(sig) for sig in space.stem_signatures())

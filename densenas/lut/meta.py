@@ -1,4 +1,5 @@
-"""Typed LUT metadata: the provenance, the calibration and the in-context refinement.
+"""Typed LUT metadata: the provenance, the calibration, the deployment configuration
+and the in-context refinement.
 
 A LUT file's ``meta`` object is validated with these models on load, so a bad field
 fails with one line naming the file and the field. The models serialise to the same
@@ -58,6 +59,22 @@ class Calibration(_Model):
                 **self.model_dump(exclude_unset=True, exclude_none=True)}
 
 
+class Deployment(_Model):
+    """How whole networks run for this LUT (``meta.deployment``): the backend options a
+    deployment uses (``network_options``) beside those its isolated rows were timed with
+    (``op_timing_options``). A refinement's copy adds the backend, threads and timing
+    scope its networks ran with."""
+
+    network_options: dict[str, Any] = Field(default_factory=dict)
+    op_timing_options: dict[str, Any] = Field(default_factory=dict)
+    backend: str | None = None
+    threads: Count | None = None
+    timing_scope: str | None = None
+
+    def to_lut(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class Refinement(_Model):
     """How a LUT's in-context op costs (rows' ``context_ms``) were fitted from whole
     networks timed as deployed: ``method``, how many ``networks``, the ``held_out``
@@ -71,7 +88,7 @@ class Refinement(_Model):
     held_out: dict[str, Finite | None] = Field(default_factory=dict)
     prior_strength: NonNegative | None = None
     fitted_at: str = ""
-    deployment: dict[str, Any] = Field(default_factory=dict)
+    deployment: Deployment = Field(default_factory=Deployment)
     host_busy: NonNegative | None = None
 
     def to_lut(self) -> dict[str, Any]:
@@ -100,6 +117,7 @@ class Provenance(_Model):
     date: str | None = None
     calibration: Calibration | None = None
     refinement: Refinement | None = None
+    deployment: Deployment | None = None
 
 
 def validated(model: type[M], data: Any, *, source: str, field: str) -> M:

@@ -212,7 +212,7 @@ class ProfileResult:
             "wall_s": round(self.wall_s, 3),
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "notes": self.notes,
-            "deployment": self.table.meta.get("deployment"),
+            "deployment": None if self.table.deployment is None else self.table.deployment.to_lut(),
             "refinement": None if self.refinement is None else self.refinement.to_dict(),
         }
 
@@ -370,8 +370,8 @@ def profile_space(
         table.meta["spaces"].append(space.name)
     if shard is not None:
         table.meta["shard"] = f"{shard[0]}/{shard[1]}"
-    if deployment is not None or not isinstance(table.meta.get("deployment"), dict):
-        table.meta["deployment"] = default_deployment(table, deployment)
+    if deployment is not None or table.deployment is None:
+        table.deployment = default_deployment(table, deployment)
     if table.meta.get("protocol") != meta["protocol"]:
         others = table.meta.setdefault("other_protocols", [])
         if meta["protocol"] not in others:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from densenas.arch import Arch
+    from densenas.lut.meta import Deployment
     from densenas.lut.store import LatencyTable
     from densenas.profilers import Profiler
     from densenas.space import SearchSpace
@@ -69,10 +70,8 @@ def row_keys(arch: "Arch", batch: int, precision: str) -> list[str]:
 def network_rows(space: "SearchSpace", batch: int, precision: str) -> set[str]:
     """The LUT rows a derived network of ``space`` can run: every op signature but the
     stacked ``skip_connect`` layers, which a derived network drops."""
-    from densenas.signature import SKIP
-
     return {i.signature.with_run(batch, precision).key() for i in space.op_instances()
-            if not (i.role == "stack" and i.op == SKIP)}
+            if not (i.role == "stack" and i.signature.op.skip)}
 
 
 def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, precision: str,
@@ -202,6 +201,8 @@ class Design:
     overhead_ms: float
 
     def predict(self, costs: "np.ndarray") -> "np.ndarray":
+        """Each network's latency from per-row costs: the one formula the fit, its
+        cross-validation and its report share."""
         return self.counts @ costs + self.overhead_ms
 
 
@@ -250,7 +251,7 @@ def fit_costs(d: Design, measured: Sequence[float], prior_strength: float) -> "n
     jac = np.vstack([data_jac, np.diag(prior_w)])
 
     def residuals(c: np.ndarray) -> np.ndarray:
-        data = (d.counts @ c + d.overhead_ms - m) / (m * SOFT_L1_SCALE)
+        data = (d.predict(c) - m) / (m * SOFT_L1_SCALE)
         return np.concatenate([data, prior_w * (c - c0)])
 
     def loss(z: np.ndarray) -> np.ndarray:
@@ -287,9 +288,8 @@ def choose_prior(d: Design, measured: Sequence[float], seed: int, grid: Sequence
         errors = np.empty(n)
         for test in folds:
             train = np.setdiff1d(np.arange(n), test)
-            sub = Design(d.keys, d.counts[train], d.isolated, d.overhead_ms)
-            costs = fit_costs(sub, m[train], strength)
-            errors[test] = np.abs(d.counts[test] @ costs + d.overhead_ms - m[test]) / m[test]
+            costs = fit_costs(dataclasses.replace(d, counts=d.counts[train]), m[train], strength)
+            errors[test] = np.abs(dataclasses.replace(d, counts=d.counts[test]).predict(costs) - m[test]) / m[test]
         scores[strength] = float(100.0 * errors.mean())
     best = min(scores.values())
     return max(s for s, v in scores.items() if v <= best * (1 + 1e-9)), scores
@@ -306,15 +306,16 @@ def is_shipped(path: str | Path) -> bool:
         return False
 
 
-def default_deployment(table: "LatencyTable", network_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def default_deployment(table: "LatencyTable", network_options: dict[str, Any] | None = None) -> "Deployment":
     """The deployment configuration a LUT records (``meta.deployment``): the backend
     options whole networks run with (``network_options``, default the backend's
     ``deployment_options``) beside those its isolated rows were timed with."""
     from densenas.bench import op_options
+    from densenas.lut.meta import Deployment
     from densenas.profilers import get_profiler_class
 
     chosen = get_profiler_class(table.backend).deployment_options() if network_options is None else network_options
-    return {"network_options": dict(chosen), "op_timing_options": op_options(table)}
+    return Deployment(network_options=dict(chosen), op_timing_options=op_options(table))
 
 
 @dataclass
@@ -340,7 +341,7 @@ class RefineResult:
     stored: bool
     refined_lut: str | None
     reason: str
-    deployment: dict[str, Any]
+    deployment: "Deployment"
     wall_s: float = 0.0
     timing_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -356,7 +357,7 @@ class RefineResult:
             "noise_floor": None if self.noise_floor is None else self.noise_floor.to_dict(),
             "fit_mape": self.fit_mape, "rows_fitted": self.rows_fitted, "min_cover": self.min_cover,
             "host_busy_cpus": self.host_busy_cpus, "busy": self.busy, "stored": self.stored,
-            "refined_lut": self.refined_lut, "reason": self.reason, "deployment": self.deployment,
+            "refined_lut": self.refined_lut, "reason": self.reason, "deployment": self.deployment.to_lut(),
             "wall_s": round(self.wall_s, 2), "timing_s": round(self.timing_s, 2), "notes": self.notes,
         }
 
@@ -406,8 +407,8 @@ def refine_lut(
         raise DensenasError(f"space {space.name} has too few distinct networks to refine a LUT")
 
     candidate = copy.deepcopy(table)  # the file changes only if the fit earns its place
-    if not isinstance(candidate.meta.get("deployment"), dict):
-        candidate.meta["deployment"] = default_deployment(candidate)
+    if candidate.deployment is None:
+        candidate.deployment = default_deployment(candidate)
     prof = profiler_for_lut(candidate, deployed=True)
     options = network_options(candidate)
     log(f"timing {len(fit_archs)} covering networks and {len(held)} held-out ones (twice each) of {space.name} "
@@ -424,8 +425,8 @@ def refine_lut(
     fitted = dict(zip(d_fit.keys, (float(c) for c in costs)))
     cover = int(d_fit.counts.astype(bool).sum(axis=0).min()) if d_fit.keys else 0
     noise = times.noise_floor()
-    deployment = {**candidate.meta["deployment"], "backend": prof.name, "threads": prof.threads_in_effect(),
-                  "timing_scope": prof.timing_scope}
+    deployment = candidate.deployment.model_copy(update={"backend": prof.name, "threads": prof.threads_in_effect(),
+                                                         "timing_scope": prof.timing_scope})
     plain = copy.deepcopy(table)
     plain.calibration, plain.refinement = {}, None
     r_isolated = accuracy([arch_cost(a, plain).total for a in held], held_m)
@@ -437,7 +438,7 @@ def refine_lut(
         "method": METHOD, "networks": len(fit_archs), "prior_strength": strength,
         "held_out": {"networks": float(len(held)), "mape": 0.0},  # scored below, with this refinement in force
         "fitted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "deployment": deployment, "host_busy": times.host_busy_cpus,
+        "deployment": deployment.to_lut(), "host_busy": times.host_busy_cpus,
     }
     r_refined = accuracy([arch_cost(a, candidate).total for a in held], held_m)
     candidate.refinement = {**candidate.refinement.to_lut(), "held_out": held_out_record(r_refined, r_as_is, r_isolated, noise)}

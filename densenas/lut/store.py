@@ -23,7 +23,7 @@ from densenas import paths
 from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.fileio import read_text, write_text
-from densenas.lut.meta import Calibration, Provenance, Refinement, validated
+from densenas.lut.meta import Calibration, Deployment, Provenance, Refinement, validated
 from densenas.signature import OpSignature, parse_op
 
 if TYPE_CHECKING:
@@ -253,6 +253,17 @@ class LatencyTable:
         if not isinstance(value, Refinement):
             value = validated(Refinement, dict(value), source=self.source, field="meta.refinement")
         self.meta["refinement"] = value.to_lut()
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """How whole networks run for this LUT; None for a LUT from before one was recorded."""
+        return self.provenance.deployment
+
+    @deployment.setter
+    def deployment(self, value: Deployment | Mapping[str, Any]) -> None:
+        if not isinstance(value, Deployment):
+            value = validated(Deployment, dict(value), source=self.source, field="meta.deployment")
+        self.meta["deployment"] = value.to_lut()
 
     def fingerprint(self) -> dict[str, Any]:
         """The provenance fields that must match before rows from two runs may be mixed."""

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from densenas.arch import Arch, ArchBlock, fit_to_space
+from densenas.arch import Arch
 from densenas.errors import DensenasError
 from densenas.lut.meta import Calibration
-from densenas.signature import SKIP
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,23 +45,16 @@ HUBER_SCALE = 0.02  # relative residuals beyond 2% count linearly, not quadratic
 
 def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
     """One derived architecture of ``space``: a random block path and random ops."""
-    cfg = space.config
-    current = 0
-    blocks: list[ArchBlock] = []
-    while True:
-        dst = rng.choice(space.blocks[current].out_edges)
-        if space.blocks[dst].is_final:
-            break
-        b = space.blocks[dst]
-        head = rng.choice(space.head_primitives)
-        layers = [rng.choice(space.stack_primitives) for _ in range(b.num_layers)]
-        stack = tuple(op for op in layers if op != SKIP)
-        blocks.append(ArchBlock(space.blocks[current].ch, b.ch, space.edge_stride(current, dst), head, stack, dst))
-        current = dst
-    final = (space.blocks[current].ch, cfg.last_dim) if cfg.final_conv_in_derived else None
-    arch = Arch(cfg.name, cfg.input_size, cfg.num_classes, cfg.stem, cfg.init_dim,
-                cfg.head_dim if cfg.stem == "mbv2" else None, tuple(blocks), final)
-    return fit_to_space(arch.validate(), space)
+    from densenas.derive import Choice, choice_to_arch
+
+    route, head, stack = [0], {}, {}
+    while not space.blocks[route[-1]].is_final:
+        dst = rng.choice(space.blocks[route[-1]].out_edges)
+        route.append(dst)
+        if not space.blocks[dst].is_final:
+            head[dst] = rng.randrange(len(space.head_primitives))
+            stack[dst] = tuple(rng.randrange(len(space.stack_primitives)) for _ in range(space.blocks[dst].num_layers))
+    return choice_to_arch(space, Choice(tuple(route), head, stack))
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
@@ -388,8 +380,9 @@ def validate_lut(
     if table.device not in ("unknown", result.device):
         result.notes.append(f"the LUT was measured on {table.device}, this machine is {result.device}: "
                             "its op times may not describe this CPU")
-    if table.meta.get("threads") not in (None, result.threads):
-        result.notes.append(f"the LUT was measured with {table.meta.get('threads')} threads, this run used {result.threads}")
+    measured_threads = table.provenance.threads
+    if measured_threads not in (None, result.threads):
+        result.notes.append(f"the LUT was measured with {measured_threads} threads, this run used {result.threads}")
     if calibrate:
         sums = result.sum_of_ops_ms
         layers = [len(a.layers()) for a in archs]

@@ -1,4 +1,4 @@
-"""The derived (one-path) network built from an ``Arch``."""
+"""The derived (one-path) network built from an ``Arch``'s layer plan."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from torch import nn
 
 from densenas.arch import Arch
 from densenas.nets.init import init_weights, set_bn
-from densenas.ops import build_layers, build_op
+from densenas.ops import build_layer, build_layers
+from densenas.signature import OpSignature
 
 
 class RoutingBlock(nn.Module):
     """A derived block: the head op (width and stride change) then the stacked ops."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, head_op: str, stack_ops: tuple[str, ...]):
+    def __init__(self, head: OpSignature, stack: list[OpSignature]):
         super().__init__()
-        self.head = build_op(head_op, in_ch, out_ch, stride)
-        self.stack = nn.Sequential(*(build_op(op, out_ch, out_ch, 1) for op in stack_ops))
+        self.head = build_layer(head)
+        self.stack = build_layers(stack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stack(self.head(x))
@@ -26,14 +27,18 @@ class DerivedNet(nn.Module):
     def __init__(self, arch: Arch, *, bn_momentum: float = 0.1, bn_eps: float = 1e-3):
         super().__init__()
         self.arch = arch
-        self.stem = build_layers(arch.stem_layers())
+        plan = arch.layers()
+
+        def layers(role: str, block: int | None = None) -> list[OpSignature]:
+            return [sig for r, b, sig in plan if r == role and (block is None or b == block)]
+
+        self.stem = build_layers(layers("stem"))
         self.blocks = nn.Sequential(
-            *(RoutingBlock(b.in_ch, b.out_ch, b.stride, b.head_op, b.stack_ops) for b in arch.blocks)
+            *(RoutingBlock(layers("head", i)[0], layers("stack", i)) for i in range(len(arch.blocks)))
         )
-        self.final_conv = (
-            build_op("conv1_1", arch.final_conv[0], arch.final_conv[1], 1) if arch.final_conv else nn.Identity()
-        )
-        self.classifier = build_op("classifier", arch.feature_dim, arch.num_classes, 1)
+        final = layers("final")
+        self.final_conv = build_layer(final[0]) if final else nn.Identity()
+        self.classifier = build_layer(layers("classifier")[0])
         init_weights(self)
         set_bn(self, bn_momentum, bn_eps)
 
@@ -42,14 +47,9 @@ class DerivedNet(nn.Module):
 
     def layer_modules(self) -> list[nn.Module]:
         """The modules in the same order as ``Arch.layers()`` (for per-layer timing)."""
-        mods: list[nn.Module] = list(self.stem)
-        for blk in self.blocks:
-            mods.append(blk.head)
-            mods.extend(blk.stack)
-        if not isinstance(self.final_conv, nn.Identity):
-            mods.append(self.final_conv)
-        mods.append(self.classifier)
-        return mods
+        blocks = [m for blk in self.blocks for m in (blk.head, *blk.stack)]
+        final = [] if isinstance(self.final_conv, nn.Identity) else [self.final_conv]
+        return [*self.stem, *blocks, *final, self.classifier]
 
 
 def build_derived(arch: Arch, **kwargs) -> DerivedNet:

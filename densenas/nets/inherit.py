@@ -17,7 +17,7 @@ from torch import nn
 
 from densenas.arch import Arch, fit_to_space
 from densenas.errors import DensenasError
-from densenas.signature import SKIP
+from densenas.signature import OpSpec
 from densenas.space import SearchSpace
 
 
@@ -42,14 +42,14 @@ def _copy_module(dst: nn.Module, src: nn.Module, where: str) -> None:
     dst.load_state_dict(filled)
 
 
-def _stack_layers(space: SearchSpace, ops: tuple[str, ...], searched: tuple[int, ...] | None) -> tuple[list[int], bool]:
+def _stack_layers(space: SearchSpace, ops: tuple[OpSpec, ...], searched: tuple[int, ...] | None) -> tuple[list[int], bool]:
     """Which supernet layers of a block the derived stack ops came from: the searched
     choice's non-skip layers when they hold exactly these ops, else the first layers in
     order (an arch.json edited by hand, or derived under a budget). Returns (layers,
     whether the searched choice was used)."""
     if searched is not None:
         prims = space.stack_primitives
-        kept = [(layer, prims[i]) for layer, i in enumerate(searched) if prims[i] != SKIP]
+        kept = [(layer, prims[i]) for layer, i in enumerate(searched) if not prims[i].skip]
         if tuple(op for _, op in kept) == ops:
             return [layer for layer, _ in kept], True
     return list(range(len(ops))), False

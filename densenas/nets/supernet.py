@@ -16,8 +16,8 @@ from torch import nn
 
 from densenas.errors import DensenasError
 from densenas.nets.init import init_weights, set_bn
-from densenas.ops import SharedMBConv, build_layers, build_op
-from densenas.signature import parse_op
+from densenas.ops import SharedMBConv, build_layer, build_layers, build_op
+from densenas.signature import OpSpec
 from densenas.space import SearchSpace
 
 # Per block: one LongTensor of shape (branches or layers, k) of sampled op indices.
@@ -36,12 +36,12 @@ class MixedOp(nn.Module):
     the others (skip, ResNet blocks) as they are.
     """
 
-    def __init__(self, ops: Sequence[str], c_in: int, c_out: int, stride: int, *, weights: str = "independent"):
+    def __init__(self, ops: Sequence[OpSpec], c_in: int, c_out: int, stride: int, *, weights: str = "independent"):
         super().__init__()
         if weights not in WEIGHT_MODES:
             raise DensenasError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
-        specs = [parse_op(op) for op in ops]
-        mb = [i for i, s in enumerate(specs) if s.kind == "mbconv"] if weights == "shared" else []
+        specs = [OpSpec(op) for op in ops]
+        mb = [i for i, s in enumerate(specs) if s.mbconv] if weights == "shared" else []
         self.shared = SharedMBConv([specs[i] for i in mb], c_in, c_out, stride, affine=False) if mb else None
         # candidate i -> ("shared", slice j) or ("own", index into self.candidates)
         self._route: list[tuple[bool, int]] = []
@@ -100,9 +100,8 @@ class SuperNet(nn.Module):
             self.stacks.append(nn.ModuleList(
                 MixedOp(space.stack_primitives, b.ch, b.ch, 1, weights=self.weights) for _ in range(b.num_layers)
             ))
-        self.final = nn.ModuleList(build_op("conv1_1", blocks[src].ch, cfg.last_dim, 1, affine=False)
-                                   for src in space.final.in_edges)
-        self.classifier = build_op("classifier", cfg.last_dim, self.num_classes, 1)
+        self.final = nn.ModuleList(build_layer(space.final_signature(src), affine=False) for src in space.final.in_edges)
+        self.classifier = build_layer(space.classifier_signature(self.num_classes))
 
         n_head, n_stack = len(space.head_primitives), len(space.stack_primitives)
         self.betas = nn.ParameterList(

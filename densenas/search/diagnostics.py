@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from densenas.arch import Arch, fit_to_space
 from densenas.cost.tables import CostTables
-from densenas.signature import SKIP
+from densenas.signature import OpSpec
 from densenas.space import SearchSpace
 
 COLLAPSE_SHARE = 0.9  # warn when this share of the derived choices are the cheapest op
@@ -49,7 +49,7 @@ class OpMix:
     """The ops of a derived network: ``counts`` per op (head and kept stack ops, and
     ``skip_connect`` for each skipped layer), and how many choices were the cheapest."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[OpSpec, int] = field(default_factory=dict)
     skipped: int = 0
     stack_layers: int = 0
     cheapest: int = 0
@@ -68,11 +68,11 @@ class OpMix:
         return self.choices > 0 and self.cheapest_share >= COLLAPSE_SHARE
 
     def to_dict(self) -> dict:
-        return {"counts": dict(self.counts), "skipped": self.skipped, "stack_layers": self.stack_layers,
-                "skip_share": self.skip_share, "cheapest_share": self.cheapest_share}
+        return {"counts": {op.name: n for op, n in self.counts.items()}, "skipped": self.skipped,
+                "stack_layers": self.stack_layers, "skip_share": self.skip_share, "cheapest_share": self.cheapest_share}
 
     def describe(self) -> str:
-        ops = ", ".join(f"{_short(op)} x{n}" for op, n in sorted(self.counts.items()) if op != SKIP)
+        ops = ", ".join(f"{_short(op)} x{n}" for op, n in sorted(self.counts.items()) if not op.skip)
         return f"{ops}; skip {self.skipped}/{self.stack_layers} ({100 * self.skip_share:.0f}%)"
 
 
@@ -84,7 +84,8 @@ def op_mix(arch: Arch, space: SearchSpace, tables: CostTables | None = None) -> 
     """Count the derived network's ops; with cost ``tables``, also how many of its head
     and stack choices (a skipped layer is a choice of skip) are the cheapest of their row."""
     fitted = arch if all(b.block_id is not None for b in arch.blocks) else fit_to_space(arch, space)
-    counts: Counter[str] = Counter()
+    counts: Counter[OpSpec] = Counter()
+    skip = next((op for op in space.stack_primitives if op.skip), None)  # what a dropped layer chose
     mix = OpMix()
     prev = 0
     for b in fitted.blocks:
@@ -94,7 +95,7 @@ def op_mix(arch: Arch, space: SearchSpace, tables: CostTables | None = None) -> 
         counts[b.head_op] += 1
         counts.update(b.stack_ops)
         if skipped:
-            counts[SKIP] += skipped
+            counts[skip] += skipped
         mix.skipped += skipped
         mix.stack_layers += layers
         if tables is not None:
@@ -103,7 +104,7 @@ def op_mix(arch: Arch, space: SearchSpace, tables: CostTables | None = None) -> 
             mix.cheapest += int(_is_cheapest(head_row, space.head_primitives.index(b.head_op)))
             if layers:
                 row = tables.stack[n][0]
-                ops = list(b.stack_ops) + [SKIP] * skipped
+                ops = list(b.stack_ops) + [skip] * skipped
                 mix.cheapest += sum(int(_is_cheapest(row, space.stack_primitives.index(op))) for op in ops)
             mix.choices += 1 + layers
         prev = bid

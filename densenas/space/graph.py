@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Iterator
 
 from densenas.errors import DensenasError
-from densenas.signature import OpSignature, stem_layers
+from densenas.signature import OpSignature, OpSpec, classifier_layer, final_layer, stem_layers
 from densenas.space.config import SpaceConfig, load_space_config
 
 
@@ -40,7 +40,6 @@ class OpInstance:
     role: str  # "stem", "head", "stack", "final", "classifier"
     block: int  # block id (destination block for head and final branches)
     index: int  # head: incoming branch index; stack: layer index; else position
-    op: str
     signature: OpSignature
 
 
@@ -51,6 +50,8 @@ class SearchSpace:
         self.config = config
         self.source = source
         self.blocks: tuple[Block, ...] = _build_blocks(config, source)
+        self.head_primitives: list[OpSpec] = list(map(OpSpec, config.primitives.head))
+        self.stack_primitives: list[OpSpec] = list(map(OpSpec, config.primitives.stack))
 
     @classmethod
     def load(cls, name_or_path: str) -> "SearchSpace":
@@ -72,14 +73,6 @@ class SearchSpace:
     @property
     def final(self) -> Block:
         return self.blocks[-1]
-
-    @property
-    def head_primitives(self) -> list[str]:
-        return list(self.config.primitives.head)
-
-    @property
-    def stack_primitives(self) -> list[str]:
-        return list(self.config.primitives.stack)
 
     @property
     def softmax_temp(self) -> float:
@@ -129,44 +122,40 @@ class SearchSpace:
         c = self.config
         return stem_layers(c.stem, c.init_dim, c.head_dim, c.input_size)
 
-    def head_signature(self, dst: int, src: int, op: str) -> OpSignature:
+    def head_signature(self, dst: int, src: int, op: OpSpec) -> OpSignature:
         s, d = self.blocks[src], self.blocks[dst]
         return OpSignature(op, s.ch, d.ch, self.edge_stride(src, dst), s.fm, s.fm)
 
-    def stack_signature(self, block: int, op: str) -> OpSignature:
+    def stack_signature(self, block: int, op: OpSpec) -> OpSignature:
         b = self.blocks[block]
         return OpSignature(op, b.ch, b.ch, 1, b.fm, b.fm)
 
     def final_signature(self, src: int) -> OpSignature:
         s = self.blocks[src]
-        return OpSignature("conv1_1", s.ch, self.config.last_dim, 1, s.fm, s.fm)
+        return final_layer(s.ch, self.config.last_dim, s.fm)
 
     def classifier_signature(self, num_classes: int | None = None, c_in: int | None = None) -> OpSignature:
-        fm = self.final.fm
-        return OpSignature(
-            "classifier", c_in or self.config.last_dim, num_classes or self.config.num_classes, 1, fm, fm
-        )
+        return classifier_layer(c_in or self.config.last_dim, num_classes or self.config.num_classes, self.final.fm)
 
     def op_instances(self, num_classes: int | None = None) -> Iterator[OpInstance]:
         """Every op of the supernet in the order DESIGN.md fixes for architecture params."""
         for i, sig in enumerate(self.stem_signatures()):
-            yield OpInstance("stem", 0, i, sig.op, sig)
+            yield OpInstance("stem", 0, i, sig)
         for b in self.routing_blocks:
             for j, src in enumerate(b.in_edges):
                 for op in self.head_primitives:
-                    yield OpInstance("head", b.id, j, op, self.head_signature(b.id, src, op))
+                    yield OpInstance("head", b.id, j, self.head_signature(b.id, src, op))
             for layer in range(b.num_layers):
                 for op in self.stack_primitives:
-                    yield OpInstance("stack", b.id, layer, op, self.stack_signature(b.id, op))
+                    yield OpInstance("stack", b.id, layer, self.stack_signature(b.id, op))
         for j, src in enumerate(self.final.in_edges):
-            yield OpInstance("final", self.final.id, j, "conv1_1", self.final_signature(src))
-        sig = self.classifier_signature(num_classes)
-        yield OpInstance("classifier", self.final.id, 0, "classifier", sig)
+            yield OpInstance("final", self.final.id, j, self.final_signature(src))
+        yield OpInstance("classifier", self.final.id, 0, self.classifier_signature(num_classes))
         if not self.config.final_conv_in_derived:
             # derived ResNets classify straight from the last block's width
             for src in self.final.in_edges:
                 s = self.classifier_signature(num_classes, c_in=self.blocks[src].ch)
-                yield OpInstance("classifier", self.final.id, 1 + src, "classifier", s)
+                yield OpInstance("classifier", self.final.id, 1 + src, s)
 
     def unique_signatures(self, batch: int = 1, dtype: str = "fp32", num_classes: int | None = None) -> list[OpSignature]:
         """The op signatures a profiler must measure for this space, de-duplicated."""
@@ -184,7 +173,7 @@ class SearchSpace:
             "input_size": self.config.input_size,
             "num_classes": self.config.num_classes,
             "softmax_temp": self.config.softmax_temp,
-            "primitives": {"head": self.head_primitives, "stack": self.stack_primitives},
+            "primitives": {"head": list(self.config.primitives.head), "stack": list(self.config.primitives.stack)},
             "blocks": [
                 {
                     "id": b.id,

@@ -14,11 +14,14 @@ from densenas.lut.profile import parse_protocol, profile_space
 from densenas.lut.refine import row_keys
 from densenas.profilers import get_profiler_class
 from densenas.profilers.errors import ProfilerError
-from densenas.profilers.layers import OTHER, from_ort_trace, module_path, owner
+from densenas.profilers.layers import (OTHER, REFORMAT, from_ort_trace, from_tensorrt_reports, fused_members,
+                                       module_path, owner)
+from densenas.profilers.tensorrt_backend import TensorRTProfiler
 from densenas.space import SearchSpace
 from densenas.lut.validate import sample_archs
 from tests.conftest import assert_user_error, run_cli
 from tests.test_bench_validate import MICRO_YAML as MICRO
+from tests.trt_surface.strict_fake import surface_paths, use_fake
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,36 @@ def test_a_trace_is_split_into_runs_and_warm_up_dropped():
     assert t.total_ms == pytest.approx(0.040)
 
 
+EXPAND = "/blocks/blocks.0/head/expand/expand.0/Conv"
+
+
+@pytest.mark.parametrize("name, members", [
+    (f"{EXPAND} + /blocks/blocks.0/head/expand/expand.2/Clip", [EXPAND, "/blocks/blocks.0/head/expand/expand.2/Clip"]),
+    ("PWN(PWN(/blocks/blocks.1/stack/stack.0/Sigmoid), /blocks/blocks.1/stack/stack.0/Mul)",
+     ["/blocks/blocks.1/stack/stack.0/Sigmoid", "/blocks/blocks.1/stack/stack.0/Mul"]),
+    ("{ForeignNode[/stem/stem.0/stem.0.0/Conv.../classifier/fc/Gemm]}", ["/stem/stem.0/stem.0.0/Conv", "/classifier/fc/Gemm"]),
+    ("/blocks/blocks.0/head/Add [profile 1]", ["/blocks/blocks.0/head/Add"]),
+    (f"{REFORMAT} for Input Tensor 0 to {EXPAND} + /blocks/blocks.0/head/expand/expand.2/Clip", []),
+    ("(Unnamed Layer* 12) [Shuffle]", []),
+])
+def test_tensorrt_layer_names_give_their_fused_onnx_nodes(name, members):
+    assert fused_members(name) == members
+
+
+def test_tensorrt_reports_credit_a_fused_layer_to_its_first_member_a_layer_owns():
+    layers = ["stem.0", "blocks.0.head", "classifier"]
+    fused = f"PWN(/Flatten_pre, {EXPAND}) + /blocks/blocks.1/head/Clip"  # the first member no layer owns
+    reformat = f"{REFORMAT} for Input Tensor 0 to {EXPAND}"
+    runs = [[("/stem/stem.0/stem.0.0/Conv", 0.25), (reformat, 0.125), (fused, 1.0), ("/classifier/fc/Gemm", 0.5)],
+            [("/stem/stem.0/stem.0.0/Conv", 0.75), (reformat, 0.125), (fused, 2.0), ("/classifier/fc/Gemm", 0.5),
+             ("/Flatten", 0.25)]]
+    t = from_tensorrt_reports(runs, layers)
+    assert t.runs == 2 and "IProfiler" in t.source
+    assert t.per_layer_ms == {"stem.0": 0.5, "blocks.0.head": 1.5, "classifier": 0.5}
+    assert t.other_parts == {REFORMAT: 0.125, "/Flatten": 0.125} and t.other_ms == pytest.approx(0.25)
+    assert t.total_ms == pytest.approx(2.75)
+
+
 # -- real networks ------------------------------------------------------------------------------
 
 
@@ -92,6 +125,24 @@ def test_every_layer_of_a_real_network_gets_its_time(micro, backend):
     # the layers own most of the network: were node names not read back, all would be "other"
     assert sum(t.per_layer_ms.values()) > t.other_ms
     assert t.total_ms == pytest.approx(sum(t.per_layer_ms.values()) + t.other_ms, rel=0.5)
+
+
+@pytest.mark.parametrize("surface", surface_paths(), ids=lambda p: p.stem)
+def test_tensorrt_reports_every_layer_of_a_real_network_on_a_strict_fake(surface, monkeypatch, tmp_path):
+    _, knobs = use_fake(monkeypatch, surface)
+    (tmp_path / "micro.yaml").write_text(MICRO)
+    space = SearchSpace.load(str(tmp_path / "micro.yaml"))
+    arch = sample_archs(space, 1, seed=3)[0]
+    paths = layer_paths(arch)
+    from densenas.bench import input_shape, network_factory
+
+    prof = TensorRTProfiler(cache_dir=str(tmp_path), protocol=parse_protocol("fast"))
+    t = prof.layer_times(network_factory(arch), input_shape(arch, 1), paths, runs=4)
+    assert knobs.builds[-1]["profiling_verbosity"] == "LAYER_NAMES_ONLY"
+    assert knobs.executions == 3 + 4  # warm-up, then the profiled runs
+    assert t.runs == 4 and set(t.per_layer_ms) == set(paths) and "IProfiler" in t.source
+    assert all(ms > 0 for ms in t.per_layer_ms.values()), t.per_layer_ms
+    assert t.other_ms == 0 and t.total_ms == pytest.approx(sum(t.per_layer_ms.values()))
 
 
 def test_diagnose_sets_each_row_beside_its_layers(micro):

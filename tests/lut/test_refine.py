@@ -152,7 +152,7 @@ def test_refine_through_the_cli_stores_context_costs_or_leaves_the_file(micro, t
     ref = table.refinement
     assert ref.networks == 8 and ref.held_out["mape"] == pytest.approx(d["held_out"]["refined"]["mape"])
     assert ref.held_out["noise_floor_mape"] == pytest.approx(d["noise_floor"]["mape"])
-    assert ref.deployment["network_options"]["spinning"] is True
+    assert ref.deployment.network_options["spinning"] is True and ref.deployment.backend == "onnxruntime"
     assert table.meta["refinement_fit"]["rows_fitted"] == d["rows_fitted"]
 
 

@@ -14,8 +14,11 @@ follow TensorRT's rules that the project depends on: strongly typed networks tak
 types from the ONNX file and refuse weak-typing flags; TF32 is on until cleared; input
 shapes outside the optimisation profile are refused; ``execute_async_v3`` needs every
 address bound. The "engine" carries the ONNX model and runs it with ONNX Runtime on the
-host, reading and writing the bound addresses, so outputs are real numbers. Host memory
-stands in for GPU memory (``HostCuda``).
+host, reading and writing the bound addresses, so outputs are real numbers. A context with
+an ``IProfiler`` reports each ONNX node the engine would run (constants are folded at build)
+as one layer named after the node, as TensorRT names a layer it did not fuse, the run's wall
+time shared equally among them (so the times are not a measurement of any node). Host
+memory stands in for GPU memory (``HostCuda``).
 """
 
 from __future__ import annotations
@@ -217,6 +220,25 @@ class Behaviour:
             return ([entry(v) for v in model.graph.input if v.name not in inits],
                     [entry(v) for v in model.graph.output])
 
+        def executed_nodes(model_bytes: bytes) -> list[str]:
+            """Nodes left after folding what depends only on weights, as a build does."""
+            import onnx
+
+            graph = onnx.load_from_string(model_bytes).graph
+            constant = {t.name for t in graph.initializer}
+            names = []
+            for node in graph.node:
+                if node.op_type == "Constant" or (node.input and all(i in constant for i in node.input)):
+                    constant.update(node.output)
+                else:
+                    names.append(node.name)
+            return names
+
+        def checked(value: Any, cls: Any, what: str) -> Any:
+            if not isinstance(value, cls):
+                raise TypeError(f"{what}: incompatible value {type(value).__name__}, needs {cls.__qualname__}")
+            return value
+
         # ILogger / Logger
         def logger_init(self: Any, *args: Any) -> None:
             self._fake_min = args[0] if args else None
@@ -274,6 +296,7 @@ class Behaviour:
                 "flags": sorted(config._fake_flags),
                 "workspace": config._fake_pools.get("WORKSPACE"),
                 "optimization_level": config._fake_level,
+                "profiling_verbosity": config._fake_verbosity.name,
             }
             knobs.builds.append(header)
             blob = json.dumps(header).encode()
@@ -328,6 +351,10 @@ class Behaviour:
             self._fake_level = 3
             self._fake_profiles: list[dict[str, Any]] = []
             self._fake_cache = None
+            self._fake_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY  # TensorRT's default
+
+        def verbosity_set(self: Any, value: Any) -> None:
+            self._fake_verbosity = checked(value, trt.ProfilingVerbosity, "profiling_verbosity")
 
         def set_flag(self: Any, flag: Any) -> None:
             self._fake_flags.add(flag.name)
@@ -423,7 +450,7 @@ class Behaviour:
             self._fake_header, self._fake_model, self._fake_logger = header, model, logger
             self._fake_io = {t["name"]: t for t in header["inputs"] + header["outputs"]}
             self._fake_order = [t["name"] for t in header["inputs"] + header["outputs"]]
-            self._fake_session = None
+            self._fake_session, self._fake_layers = None, []
 
         def io_tensor(self: Any, name: str) -> dict[str, Any]:
             return self._fake_io[name]
@@ -450,6 +477,10 @@ class Behaviour:
         # IExecutionContext
         def context_init(self: Any, engine: Any) -> None:
             self._fake_engine, self._fake_shapes, self._fake_addresses = engine, {}, {}
+            self._fake_profiler = None
+
+        def profiler_set(self: Any, value: Any) -> None:
+            self._fake_profiler = checked(value, trt.IProfiler, "profiler")
 
         def set_input_shape(self: Any, name: str, shape: Any) -> bool:
             engine = self._fake_engine
@@ -502,7 +533,13 @@ class Behaviour:
                 return False
             if engine._fake_session is None:
                 engine._fake_session = ort.InferenceSession(engine._fake_model, providers=["CPUExecutionProvider"])
+                engine._fake_layers = executed_nodes(engine._fake_model)
+            t0 = time.perf_counter()
             results = engine._fake_session.run([t["name"] for t in engine._fake_header["outputs"]], feeds)
+            if self._fake_profiler is not None:
+                ms = (time.perf_counter() - t0) * 1e3 / max(len(engine._fake_layers), 1)
+                for layer in engine._fake_layers:
+                    self._fake_profiler.report_layer_time(layer, ms)
             for t, value in zip(engine._fake_header["outputs"], results):
                 expected = self._fake_resolved(t["name"])
                 if tuple(value.shape) != expected:
@@ -541,6 +578,7 @@ class Behaviour:
                                "create_timing_cache": create_timing_cache, "set_timing_cache": set_timing_cache,
                                "get_timing_cache": get_timing_cache,
                                "builder_optimization_level": property(level_get, level_set),
+                               "profiling_verbosity": property(lambda self: self._fake_verbosity, verbosity_set),
                                "num_optimization_profiles": property(lambda self: len(self._fake_profiles))},
             "IOptimizationProfile": {"_fake_init": profile_init, "set_shape": set_shape},
             "ITimingCache": {"_fake_init": cache_init, "combine": combine, "serialize": cache_serialize},
@@ -555,7 +593,9 @@ class Behaviour:
                             "create_execution_context": create_execution_context},
             "IExecutionContext": {"_fake_init": context_init, "_fake_resolved": resolved_shape,
                                   "set_input_shape": set_input_shape, "get_tensor_shape": context_tensor_shape,
-                                  "set_tensor_address": set_tensor_address, "execute_async_v3": execute_async_v3},
+                                  "set_tensor_address": set_tensor_address, "execute_async_v3": execute_async_v3,
+                                  "profiler": property(lambda self: self._fake_profiler, profiler_set)},
+            "IProfiler": {"__init__": lambda self: None},
         }
 
 
