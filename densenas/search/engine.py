@@ -218,7 +218,7 @@ class SearchEngine:
     def _checkpoint(self, epoch: int) -> None:
         save_checkpoint(self.files.checkpoint, {
             "epoch": epoch,
-            "settings": self.settings.to_dict(),
+            "settings": self.settings.model_dump(),
             "model": self.net.state_dict(),
             "weight_optimizer": self.wopt.state_dict(),
             "arch_optimizer": self.aopt.state_dict(),
@@ -525,7 +525,7 @@ class SearchEngine:
             "seed": self.settings.seed,
             "world_size": self.ctx.world_size,
             "device": str(self.device),
-            "settings": self.settings.to_dict(),
+            "settings": self.settings.model_dump(),
             "steps_per_epoch": {"weights": self.weight_steps, "arch": self.arch_steps, "val": self.val_steps},
             "initial": self.initial,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -86,14 +86,9 @@ class RunSettings(Strict):
     world_size: int = 1
     search: SearchSettings
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str) -> "RunSettings":
-        if not isinstance(d, dict):
-            raise DensenasError(f"{source} settings: expected a mapping")
-        if "version" not in d:
+        if isinstance(d, dict) and "version" not in d:
             d = {**{_V1_NAMES.get(k, k): v for k, v in d.items() if k not in _V1_COPIES}, "version": SETTINGS_VERSION}
         return validate(cls, d, f"{source} settings")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import Field, InstanceOf, model_validator
 
-from densenas.arch import Arch
+from densenas.arch import Arch, load_arch
 from densenas.errors import DensenasError
 from densenas.paths import CONFIGS_DIR
 from densenas.yamlfile import Strict, load_settings, options_checked, parse_settings
@@ -135,18 +135,15 @@ def build_job(
 ) -> TrainJob:
     """A TrainJob from command-line values: the recipe (``config``, or the one tuned for
     ``data``) with the given options put over it, and the architecture loaded and checked."""
-    from densenas.arch import load_arch
-
     if (arch is None) == (model is None):
         raise DensenasError("give exactly one of --arch (a searched network) and --model (a torchvision model)")
     if run_dir is not None and not resume and (Path(run_dir) / "checkpoint.pt").is_file():
         raise DensenasError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     recipe = load_recipe(config or default_recipe_name(data)).with_overrides(**overrides)
-    loaded = load_arch(arch) if arch is not None else None
-    checked = _check_model(model) if model is not None else None
     given = {"data": data, "run_dir": run_dir, "resume": resume, "device": device, "workers": workers}
     with options_checked(given):
-        return TrainJob(recipe=recipe, arch=loaded, model=checked, **given)
+        return TrainJob(recipe=recipe, arch=load_arch(arch) if arch is not None else None,
+                        model=_check_model(model) if model is not None else None, **given)
 
 
 def _check_model(name: str) -> str:

@@ -83,7 +83,7 @@ def test_resume_refuses_settings_that_would_change_the_results(tmp_path, tiny_lu
 
 def _as_version_1(settings: RunSettings) -> dict:
     """The settings as run.json and checkpoints held them before they had a version."""
-    d = settings.to_dict()
+    d = settings.model_dump()
     del d["version"]
     d["cost_type"], d["target_latency_ms"] = d.pop("cost"), d.pop("target_latency")
     s = settings.search
