@@ -201,9 +201,12 @@ class Design:
     overhead_ms: float
 
     def predict(self, costs: "np.ndarray") -> "np.ndarray":
-        """Each network's latency from per-row costs: the one formula the fit, its
-        cross-validation and its report share."""
-        return self.counts @ costs + self.overhead_ms
+        """Each network's latency from per-row costs, for the fit, its cross-validation
+        and its report: the latency model's network formula with no calibration (a
+        refinement supersedes it), over every network at once."""
+        from densenas.lut.meta import Calibration
+
+        return Calibration().network_ms(self.counts @ costs, 0, self.overhead_ms)
 
 
 def isolated_ms(table: "LatencyTable", key: str) -> float:
