@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from densenas.arch import Arch
+from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.fileio import write_bytes
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from densenas.profilers.tensorrt_backend import TensorRTProfiler
 
 FORMATS = ("onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
 
 # fp32: ONNX Runtime and PyTorch run the same float32 arithmetic in a different order
 # (and with BN folded into the conv weights); differences stay near 1e-6 on O(1) outputs.
@@ -349,8 +349,7 @@ def export_onnx_model(
 
 
 def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise DensenasError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    Precision.parse(precision, "--precision")
 
 
 # -- TensorRT -----------------------------------------------------------------------------
