@@ -32,9 +32,9 @@ from benchmarks.results import RESULTS, write_section  # noqa: E402
 def time_networks(space_name: str, n: int, threads: int | None, spinning: bool, seed: int) -> dict[str, list[float]]:
     """Median ms per network, timed alone and interleaved, with the LUT protocol."""
     from densenas.bench import measure_archs
-    from densenas.lut.profile import make_profiler
+    from densenas.bench import make_profiler
     from densenas.space import SearchSpace
-    from densenas.lut.validate import sample_archs
+    from densenas.lut.networks import sample_archs
     from densenas.profilers import Protocol
 
     archs = sample_archs(SearchSpace.load(space_name), n, seed)

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paper_runs <= args.paper_discard:
         ap.error("--paper-runs must exceed --paper-discard")
 
-    from densenas.lut.profile import HostMonitor
+    from densenas.profilers.hostinfo import HostMonitor
 
     load_start = os.getloadavg()
     monitor = HostMonitor()

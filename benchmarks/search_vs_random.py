@@ -55,7 +55,7 @@ def _search(args, out: Path):
 def _random_at(space, lut, latency: float, n: int, tolerance: float, seed: int, exclude: str):
     """The first ``n`` distinct random networks predicted within ``tolerance`` of ``latency``."""
     from densenas.cost import arch_cost
-    from densenas.lut.validate import sample_archs
+    from densenas.lut.networks import sample_archs
 
     picked, tried = [], 0
     for arch in sample_archs(space, 20000, seed):

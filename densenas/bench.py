@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from densenas.arch import Arch
+from densenas.choices import Precision
 from densenas.errors import DensenasError
 
 if TYPE_CHECKING:
@@ -66,12 +67,48 @@ def network_options(lut: "LatencyTable") -> dict[str, Any]:
     return op_options(lut) if recorded is None else dict(recorded.network_options)
 
 
+def make_profiler(backend: str, *, threads: int | None, precision: str, protocol: "Protocol",
+                  **backend_options: Any) -> "Profiler":
+    """Instantiate a registered backend (with any options of its own) and check it can run
+    here (ProfilerUnavailable otherwise, one line with the fix)."""
+    from densenas.profilers import get_profiler_class, hostinfo
+    from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
+
+    Precision.parse(precision, "--precision")
+    cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
+    _check_options(backend, cls, backend_options)
+    try:
+        cls_ok, reason = cls.available()
+        if not cls_ok:
+            raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
+        prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
+        prof.check_available()
+    except (ProfilerError, DensenasError):
+        raise
+    except Exception as exc:  # a third-party backend's own bug: name it, don't dump its traceback
+        raise ProfilerError(f"{backend}: the backend ({cls.__module__}.{cls.__qualname__}) failed to start: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return prof
+
+
+def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
+    """Refuse options the backend's constructor does not take, naming them and the ones it does."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        own = sorted(n for n in params if n not in ("threads", "precision", "protocol"))
+        raise DensenasError(f"{backend} has no option {', '.join(map(repr, unknown))}; "
+                            f"its options: {', '.join(own) or 'none'}")
+
+
 def profiler_for_lut(lut: "LatencyTable", *, protocol: "Protocol | None" = None, deployed: bool = False) -> "Profiler":
     """A profiler configured as the LUT's was: backend, threads, precision, protocol;
     with ``deployed``, in the LUT's deployment configuration (for whole networks).
     ProfilerUnavailable (one line, exit 2) when that backend cannot run here."""
-    from densenas.lut.profile import make_profiler
-
     provenance = lut.provenance
     options = network_options(lut) if deployed else op_options(lut)
     return make_profiler(
@@ -156,7 +193,6 @@ def bench_arch(
     off; a batch or precision the LUT was not measured at is refused (no rows for it).
     """
     from densenas.cost import arch_cost
-    from densenas.lut.profile import make_profiler
     from densenas.lut.store import load_lut
 
     if batch is not None and batch < 1:

@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -152,3 +153,44 @@ def cuda_unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA GPU visible (torch.cuda.is_available() is False)"
     return None
+
+
+# -- other work on the host ---------------------------------------------------------------
+
+# A row measured while other processes kept more than this many CPUs busy is redone by
+# ``remeasure_above`` whatever its spread: with several threads per op, a competitor makes
+# every call wait for a descheduled thread, consistently, so such rows can look settled.
+BUSY_CPUS = 0.25
+
+
+def host_is_busy(other_cpus: float, threads: int) -> bool:
+    """Whether other processes, using ``other_cpus`` CPUs, leave fewer free than the
+    ``threads`` a measurement computes with (beyond a ``BUSY_CPUS`` allowance)."""
+    return other_cpus + threads > usable_cpus() + BUSY_CPUS
+
+
+class HostMonitor:
+    """CPUs kept busy by other processes between two calls (Linux /proc/stat, best effort):
+    the host's busy CPU time less this process's own, over the wall time."""
+
+    def __init__(self) -> None:
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
+        own = os.times()
+        return time.monotonic(), busy / self._hz, own.user + own.system
+
+    def other_cpus(self) -> float | None:
+        now = self._snapshot()
+        last, self._last = self._last, now
+        if now is None or last is None or now[0] - last[0] <= 0:
+            return None
+        others = (now[1] - last[1]) - (now[2] - last[2])
+        return round(max(0.0, others / (now[0] - last[0])), 2)

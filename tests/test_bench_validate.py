@@ -20,14 +20,8 @@ from densenas.errors import DensenasError
 from densenas.lut.profile import parse_protocol, profile_space
 from densenas.lut.store import LatencyTable, load_lut
 from densenas.space import SearchSpace
-from densenas.lut.validate import (
-    accuracy,
-    cross_validated,
-    fit_calibration,
-    random_arch,
-    sample_archs,
-    validate_lut,
-)
+from densenas.lut.networks import accuracy, random_arch, sample_archs
+from densenas.lut.validate import cross_validated, fit_calibration, validate_lut
 
 MICRO_YAML = """
 name: micro

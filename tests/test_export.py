@@ -21,7 +21,7 @@ from densenas.export import FP32_TOLERANCE, build_model, export_arch, export_onn
 from densenas.nets.derived import DerivedNet
 from densenas.ops import build_op
 from densenas.space import SearchSpace
-from densenas.lut.validate import random_arch
+from densenas.lut.networks import random_arch
 
 MBCONVS = [f"mbconv_k{k}_t{t}" for k in (3, 5, 7) for t in (1, 3, 6)]
 

@@ -95,9 +95,9 @@ def render(images: np.ndarray, labels: np.ndarray, seed: int, renders: int = REN
 def clutter_arrays(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train and val images and labels of the task for ``seed`` (cached: rendering takes a
     second or two)."""
-    from densenas.data.datasets import _digits_arrays, digits_split
+    from densenas.data.digits import digits_arrays, digits_split
 
-    images, labels = _digits_arrays()
+    images, labels = digits_arrays()
     train_idx, val_idx = digits_split(seed)
     # distinct streams for the two splits, both fixed by the seed
     xt, yt = render(images[train_idx], labels[train_idx], seed * 2 + 1)

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
+from densenas.data.digits import digits_arrays, digits_split
 from densenas.errors import DensenasError
 
 DIGITS = "digits"
 DIGITS_CLUTTER = "digits-clutter"
 BUILT_IN = (DIGITS, DIGITS_CLUTTER)
-VAL_FRACTION = 0.2  # the paper's 80/20 search split
 MAX_SHIFT = 2  # pixels, for the light training augmentation
 CROP_RATIO = 0.875  # the usual ImageNet eval protocol: resize to 256, center-crop 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -250,24 +250,6 @@ def resolve_data(data: str) -> _Source:
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
-
-
-def digits_split(seed: int, val_fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Train and val indices of the digits: a stratified split, fixed for a seed."""
-    from sklearn.model_selection import train_test_split
-
-    _, labels = _digits_arrays()
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
-    )
-    return np.sort(train_idx), np.sort(val_idx)
-
-
 def _digits(image_size: int, seed: int, shift: int, kind: str = DIGITS) -> tuple[_Split, _Split]:
     """The plain digits (upscaled from 8x8) or the cluttered ones (resampled from 32x32)."""
     if kind == DIGITS_CLUTTER:
@@ -275,7 +257,7 @@ def _digits(image_size: int, seed: int, shift: int, kind: str = DIGITS) -> tuple
 
         xt, y_train, xv, y_val = clutter_arrays(seed)
     else:
-        images, labels = _digits_arrays()
+        images, labels = digits_arrays()
         x = torch.from_numpy(images)[:, None]  # (N, 1, 8, 8) in [0, 1]
         train_idx, val_idx = (torch.from_numpy(i) for i in digits_split(seed))
         y = torch.from_numpy(labels)

@@ -107,11 +107,11 @@ def diagnose_lut(
     from densenas.bench import input_shape, measure_archs, network_factory, profiler_for_lut
     from densenas.cost import arch_cost
     from densenas.cost.latency import LatencyModel
-    from densenas.lut.profile import HostMonitor, host_is_busy
     from densenas.lut.refine import row_keys
     from densenas.lut.store import load_lut
     from densenas.space import SearchSpace
-    from densenas.lut.validate import sample_archs
+    from densenas.lut.networks import sample_archs
+    from densenas.profilers.hostinfo import HostMonitor, host_is_busy
 
     if networks < 1:
         raise DensenasError(f"--networks must be a positive integer, got {networks}")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from densenas import __version__ as densenas_version
-from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.lut.store import (
     DEFAULT_CALIBRATION,
@@ -28,6 +27,7 @@ from densenas.lut.store import (
     fingerprint_differences,
     lut_basename,
 )
+from densenas.profilers.hostinfo import BUSY_CPUS, HostMonitor, host_is_busy
 from densenas.signature import OpSignature
 
 if TYPE_CHECKING:
@@ -122,45 +122,6 @@ def shard_signatures(signatures: list[OpSignature], shard: tuple[int, int] | Non
         return ordered
     i, n = shard
     return ordered[i - 1 :: n]
-
-
-def make_profiler(backend: str, *, threads: int | None, precision: str, protocol: "Protocol",
-                  **backend_options: Any) -> "Profiler":
-    """Instantiate a registered backend (with any options of its own) and check it can run
-    here (ProfilerUnavailable otherwise, one line with the fix)."""
-    from densenas.profilers import get_profiler_class, hostinfo
-
-    Precision.parse(precision, "--precision")
-    from densenas.profilers.errors import ProfilerError, ProfilerUnavailable
-
-    cls = get_profiler_class(backend)  # unknown name: ProfilerError listing the known ones
-    _check_options(backend, cls, backend_options)
-    try:
-        cls_ok, reason = cls.available()
-        if not cls_ok:
-            raise ProfilerUnavailable(reason if reason.startswith(f"{backend}:") else f"{backend}: {reason}")
-        prof = cls(threads=threads or hostinfo.usable_cpus(), precision=precision, protocol=protocol, **backend_options)
-        prof.check_available()
-    except (ProfilerError, DensenasError):
-        raise
-    except Exception as exc:  # a third-party backend's own bug: name it, don't dump its traceback
-        raise ProfilerError(f"{backend}: the backend ({cls.__module__}.{cls.__qualname__}) failed to start: "
-                            f"{type(exc).__name__}: {exc}") from exc
-    return prof
-
-
-def _check_options(backend: str, cls: type, options: dict[str, Any]) -> None:
-    """Refuse options the backend's constructor does not take, naming them and the ones it does."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        own = sorted(n for n in params if n not in ("threads", "precision", "protocol"))
-        raise DensenasError(f"{backend} has no option {', '.join(map(repr, unknown))}; "
-                            f"its options: {', '.join(own) or 'none'}")
 
 
 def default_out_path(space: str, basename: str, batch: int, precision: str, shard: tuple[int, int] | None) -> Path:
@@ -296,14 +257,6 @@ def busy_host_warning(threads: int) -> str | None:
     )
 
 
-def host_is_busy(other_cpus: float, threads: int) -> bool:
-    """Whether other processes, using ``other_cpus`` CPUs, leave fewer free than the
-    ``threads`` a measurement computes with (beyond a ``BUSY_CPUS`` allowance)."""
-    from densenas.profilers import hostinfo
-
-    return other_cpus + threads > hostinfo.usable_cpus() + BUSY_CPUS
-
-
 def _loadavg() -> list[float] | None:
     """1/5/15-minute load averages: other work on the host is the usual cause of noise."""
     try:
@@ -342,6 +295,7 @@ def profile_space(
     ``deployment_options``), recorded in ``meta.deployment``. ``networks``: then fit the
     rows' in-context costs on that many networks (``densenas.lut.refine``).
     """
+    from densenas.bench import make_profiler
     from densenas.lut.refine import default_deployment, refine_lut
     from densenas.space import SearchSpace
 
@@ -433,45 +387,12 @@ def profile_space(
     )
 
 
-# A row measured while other processes kept more than this many CPUs busy is redone by
-# ``remeasure_above`` whatever its spread: with several threads per op, a competitor makes
-# every call wait for a descheduled thread, consistently, so such rows can look settled.
-BUSY_CPUS = 0.25
-
-
 def _noisy(row: LutRow, limit: float | None) -> bool:
     if limit is None or row.samples == 0:
         return False
     if row.host_busy is not None and row.host_busy > BUSY_CPUS:
         return True
     return row.median_ms > 0 and row.iqr_ms / row.median_ms > limit
-
-
-class HostMonitor:
-    """CPUs kept busy by other processes between two calls (Linux /proc/stat, best effort):
-    the host's busy CPU time less this process's own, over the wall time."""
-
-    def __init__(self) -> None:
-        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._last = self._snapshot()
-
-    def _snapshot(self) -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="ascii") as fh:
-                fields = [int(x) for x in fh.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system irq softirq steal
-        own = os.times()
-        return time.monotonic(), busy / self._hz, own.user + own.system
-
-    def other_cpus(self) -> float | None:
-        now = self._snapshot()
-        last, self._last = self._last, now
-        if now is None or last is None or now[0] - last[0] <= 0:
-            return None
-        others = (now[1] - last[1]) - (now[2] - last[2])
-        return round(max(0.0, others / (now[0] - last[0])), 2)
 
 
 def _open_table(path: Path, meta: dict[str, Any], *, resume: bool, force: bool, log: LogFn, notes: list[str]) -> LatencyTable:
@@ -542,7 +463,7 @@ def _measure_into(
         if on_progress is not None:
             on_progress(reused + done, total, sig, row)
 
-    items = [(s.key(), _factory(s), input_shape_for(s)) for s in todo]
+    items = [(s.key(), _factory(s), _input_shape(s)) for s in todo]
     try:
         prof.measure_many(items, on_done)
     except KeyboardInterrupt:
@@ -559,7 +480,7 @@ def _factory(sig: OpSignature) -> Callable[[], Any]:
     return lambda: module_for_signature(sig)
 
 
-def input_shape_for(sig: OpSignature) -> tuple[int, ...]:
+def _input_shape(sig: OpSignature) -> tuple[int, ...]:
     from densenas.ops import input_shape_for_signature
 
     return input_shape_for_signature(sig)

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from densenas import paths
 from densenas.errors import DensenasError
 
 if TYPE_CHECKING:
@@ -42,9 +41,8 @@ if TYPE_CHECKING:
     from densenas.arch import Arch
     from densenas.lut.meta import Deployment
     from densenas.lut.store import LatencyTable
-    from densenas.profilers import Profiler
     from densenas.space import SearchSpace
-    from densenas.lut.validate import Accuracy
+    from densenas.lut.networks import Accuracy
 
 SOFT_L1_SCALE = 0.02  # relative errors beyond 2% count less than quadratically: one odd network cannot drag the fit
 PRIOR_GRID = (0.125, 0.5, 2.0, 8.0, 32.0)  # pseudo-networks the isolated value counts as, for a typical row
@@ -79,7 +77,7 @@ def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, prec
     """``n`` distinct networks, none in ``exclude``: half uniform random walks, the rest
     picked one by one from pools of random networks as the one adding the most
     occurrences of the rows seen fewer than ``min_cover`` times (uniform once all are)."""
-    from densenas.lut.validate import random_arch
+    from densenas.lut.networks import random_arch
 
     if n < 1:
         raise DensenasError(f"--networks must be a positive integer, got {n}")
@@ -115,76 +113,6 @@ def covering_sample(space: "SearchSpace", n: int, seed: int, *, batch: int, prec
             break  # the space has no more distinct networks
         take(arch)
     return chosen
-
-
-# -- timing networks as deployed --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetworkTimes:
-    """End-to-end medians per network. A network timed twice (``halves``) is the mean of
-    the two; ``host_busy_cpus`` is how many CPUs other processes kept busy meanwhile."""
-
-    measured_ms: list[float]
-    halves: list[tuple[float, float] | None]
-    host_busy_cpus: float | None
-    busy: bool
-
-    def noise_floor(self) -> "Accuracy | None":
-        """How well the host agrees with itself: one timing of each twice-timed network
-        scored against the other, with the same statistics as a prediction."""
-        from densenas.lut.validate import accuracy
-
-        pairs = [h for h in self.halves if h is not None]
-        if not pairs:
-            return None
-        return accuracy([a for a, _ in pairs], [b for _, b in pairs])
-
-
-def time_networks(prof: "Profiler", archs: Sequence["Arch"], batch: int, *, twice: Sequence[bool] | None = None,
-                  on_done: Callable[[int, int], None] | None = None) -> NetworkTimes:
-    """Time ``archs`` end to end in one chunk of interleaved shuffled rounds (networks
-    marked in ``twice`` as two sessions each), watching the host for other work."""
-    from densenas.bench import input_shape, network_factory
-    from densenas.lut.profile import HostMonitor, host_is_busy
-
-    twice = list(twice) if twice is not None else [False] * len(archs)
-    items: list[tuple[Any, Callable[[], Any], tuple[int, ...]]] = []
-    for i, a in enumerate(archs):
-        items.append(((0, i), network_factory(a), input_shape(a, batch)))
-        if twice[i]:
-            items.append(((1, i), network_factory(a), input_shape(a, batch)))
-    done = 0
-
-    def progress(_key: Any, _m: Any) -> None:
-        nonlocal done
-        done += 1
-        if on_done is not None:
-            on_done(done, len(items))
-
-    saved = prof.protocol
-    prof.protocol = dataclasses.replace(saved, chunk_size=max(saved.chunk_size, len(items)))
-    try:
-        with prof:
-            monitor = HostMonitor()
-            times = prof.measure_many(items, progress)
-            others = monitor.other_cpus()
-            threads = prof.threads_in_effect()
-    finally:
-        prof.protocol = saved
-    measured: list[float] = []
-    halves: list[tuple[float, float] | None] = []
-    for i in range(len(archs)):
-        first = times[(0, i)].median_ms
-        if twice[i]:
-            second = times[(1, i)].median_ms
-            halves.append((first, second))
-            measured.append(0.5 * (first + second))
-        else:
-            halves.append(None)
-            measured.append(first)
-    busy = prof.device_kind == "cpu" and others is not None and host_is_busy(others, threads)
-    return NetworkTimes(measured, halves, others, busy)
 
 
 # -- the fit --------------------------------------------------------------------------------
@@ -301,14 +229,6 @@ def choose_prior(d: Design, measured: Sequence[float], seed: int, grid: Sequence
 # -- the job --------------------------------------------------------------------------------
 
 
-def is_shipped(path: str | Path) -> bool:
-    """Whether ``path`` is a shipped LUT (under the package's luts directory)."""
-    try:
-        return Path(path).resolve().is_relative_to(paths.LUTS_DIR.resolve())
-    except OSError:
-        return False
-
-
 def default_deployment(table: "LatencyTable", network_options: dict[str, Any] | None = None) -> "Deployment":
     """The deployment configuration a LUT records (``meta.deployment``): the backend
     options whole networks run with (``network_options``, default the backend's
@@ -389,9 +309,9 @@ def refine_lut(
 
     from densenas.bench import network_options, profiler_for_lut
     from densenas.cost import arch_cost
-    from densenas.lut.store import load_lut
+    from densenas.lut.store import is_shipped, load_lut
     from densenas.space import SearchSpace
-    from densenas.lut.validate import accuracy, sample_archs
+    from densenas.lut.networks import accuracy, refusal_reason, sample_archs, time_networks
 
     t0 = time.perf_counter()
     table = load_lut(lut) if isinstance(lut, (str, Path)) else lut
@@ -467,19 +387,6 @@ def refine_lut(
         refined_lut=str(target) if stored else None, reason=reason, deployment=deployment,
         wall_s=time.perf_counter() - t0, timing_s=timing_s,
     )
-
-
-def refusal_reason(fitted_mape: float, as_is_mape: float, busy_cpus: float | None, allow_busy: bool) -> str | None:
-    """Why a fit must not be stored (None when it may): it predicts the held-out networks
-    no better than the LUT as it is, or it was measured on a busy host (``busy_cpus``:
-    what other processes used, None when the host was quiet) and that was not allowed."""
-    if fitted_mape >= as_is_mape:
-        return (f"not stored: on the held-out networks the fit scores MAPE {fitted_mape:.2f}%, "
-                f"no better than the LUT as it is ({as_is_mape:.2f}%)")
-    if busy_cpus is not None and not allow_busy:
-        return (f"not stored: other processes kept {busy_cpus:.2f} CPUs busy while the networks were timed; "
-                "rerun on an idle host (or pass --allow-busy to store it, flagged)")
-    return None
 
 
 def held_out_record(refined: "Accuracy", as_is: "Accuracy", isolated: "Accuracy", noise: "Accuracy | None") -> dict[str, float | None]:

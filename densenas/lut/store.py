@@ -595,6 +595,14 @@ def load_lut(name_or_path: str | Path, *, luts_dir: Path | None = None) -> Laten
     return LatencyTable.load(resolve_lut(name_or_path, luts_dir=luts_dir))
 
 
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` is a shipped LUT (under the package's luts directory)."""
+    try:
+        return Path(path).resolve().is_relative_to(paths.LUTS_DIR.resolve())
+    except OSError:
+        return False
+
+
 def list_shipped(*, luts_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every shipped LUT file with the facts `lut list` shows; unreadable files say why."""
     luts_dir = luts_dir or paths.LUTS_DIR

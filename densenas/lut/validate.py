@@ -1,9 +1,7 @@
 """How true is a LUT? Predict random architectures of a space from it, measure each end
 to end on the LUT's own backend and settings, and score the predictions.
 
-Architectures are drawn by walking from block 0 along uniformly chosen out-edges to the
-final conv, with a uniformly chosen head op per block and a uniformly chosen stack op
-per layer (``skip_connect`` drops the layer), so depth, width and kernel mix all vary.
+Architectures are drawn and timed as ``densenas.lut.networks`` does for every LUT check.
 
 Calibration fits what the sum of ops misses (``densenas.lut.meta.Calibration``: a scale,
 a per-layer term and an offset beside the per-call overhead counted once), by a
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from densenas.arch import Arch
 from densenas.errors import DensenasError
 from densenas.lut.meta import Calibration
+from densenas.lut.networks import Accuracy, accuracy, sample_archs
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from densenas.space import SearchSpace
 
 MIN_CALIBRATION_SAMPLES = 4
 MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitted: slopes from a
@@ -38,88 +34,6 @@ MIN_SCALE_FIT_SAMPLES = 16  # below this (8 per CV fold) only the offset is fitt
 SCALE_BOUNDS = (0.5, 2.0)  # a network is not 2x faster or slower than its ops for want of a term
 PER_LAYER_GAIN = 0.9  # the per-layer term is kept when it cuts the leave-one-out error by 10%
 HUBER_SCALE = 0.02  # relative residuals beyond 2% count linearly, not quadratically
-
-
-# -- sampling ------------------------------------------------------------------------------
-
-
-def random_arch(space: SearchSpace, rng: random.Random) -> Arch:
-    """One derived architecture of ``space``: a random block path and random ops."""
-    from densenas.derive import Choice, choice_to_arch
-
-    route, head, stack = [0], {}, {}
-    while not space.blocks[route[-1]].is_final:
-        dst = rng.choice(space.blocks[route[-1]].out_edges)
-        route.append(dst)
-        if not space.blocks[dst].is_final:
-            head[dst] = rng.randrange(len(space.head_primitives))
-            stack[dst] = tuple(rng.randrange(len(space.stack_primitives)) for _ in range(space.blocks[dst].num_layers))
-    return choice_to_arch(space, Choice(tuple(route), head, stack))
-
-
-def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
-    """``n`` distinct random architectures (fewer only if the space has fewer)."""
-    if n < 1:
-        raise DensenasError(f"--samples must be a positive integer, got {n}")
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    archs: list[Arch] = []
-    for _ in range(50 * n):
-        arch = random_arch(space, rng)
-        key = arch.to_dict()["net_config"]
-        if key not in seen:
-            seen.add(key)
-            archs.append(arch)
-            if len(archs) == n:
-                break
-    return archs
-
-
-# -- scoring -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Prediction error statistics, errors as (predicted - measured) / measured."""
-
-    samples: int
-    mape: float  # mean |error|, percent
-    within_5pct: float  # share of networks with |error| <= 5%
-    within_10pct: float
-    spearman: float | None  # rank correlation of predicted and measured (None below 3 samples)
-    max_abs_error_pct: float
-    median_error_pct: float  # signed: > 0 means the LUT overestimates
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "mape": self.mape, "within_5pct": self.within_5pct,
-                "within_10pct": self.within_10pct, "spearman": self.spearman,
-                "max_abs_error_pct": self.max_abs_error_pct, "median_error_pct": self.median_error_pct}
-
-
-def error_pct(predicted: Sequence[float], measured: Sequence[float]) -> list[float]:
-    return [100.0 * (p - m) / m for p, m in zip(predicted, measured)]
-
-
-def accuracy(predicted: Sequence[float], measured: Sequence[float]) -> Accuracy:
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    if len(predicted) != len(measured) or not measured:
-        raise ValueError("accuracy needs as many predictions as measurements, at least one")
-    errors = np.asarray(error_pct(predicted, measured))
-    rho: float | None = None
-    if len(measured) >= 3:
-        value = float(spearmanr(predicted, measured).statistic)
-        rho = None if math.isnan(value) else value
-    return Accuracy(
-        samples=len(measured),
-        mape=float(np.abs(errors).mean()),
-        within_5pct=float((np.abs(errors) <= 5.0).mean()),
-        within_10pct=float((np.abs(errors) <= 10.0).mean()),
-        spearman=rho,
-        max_abs_error_pct=float(np.abs(errors).max()),
-        median_error_pct=float(np.median(errors)),
-    )
 
 
 # -- calibration ---------------------------------------------------------------------------
@@ -204,14 +118,14 @@ def interleaved_check(prof: Any, archs: Sequence[Arch], batch: int, precision: s
     """
     from densenas.bench import input_shape, network_factory
     from densenas.cost import arch_cost
-    from densenas.lut.profile import input_shape_for
+    from densenas.ops import input_shape_for_signature
     from densenas.lut.store import LatencyTable, LutRow
     from densenas.ops import module_for_signature
 
     layer_sigs = [[sig.with_run(batch, precision) for _, _, sig in a.layers()] for a in archs]
     unique = {s.key(): s for sigs in layer_sigs for s in sigs}
     items: list[tuple[Any, Callable[[], Any], tuple[int, ...]]] = [
-        (("op", k), (lambda s=s: module_for_signature(s)), input_shape_for(s)) for k, s in unique.items()
+        (("op", k), (lambda s=s: module_for_signature(s)), input_shape_for_signature(s)) for k, s in unique.items()
     ]
     items += [(("net", i), network_factory(a), input_shape(a, batch)) for i, a in enumerate(archs)]
     saved = prof.protocol
@@ -330,7 +244,8 @@ def validate_lut(
     never into a shipped LUT, and not from a busy host unless ``allow_busy``."""
     import time
 
-    from densenas.lut.refine import is_shipped, refusal_reason, time_networks
+    from densenas.lut.networks import refusal_reason, time_networks
+    from densenas.lut.store import is_shipped
 
     from densenas.bench import lut_protocol, profiler_for_lut
     from densenas.cost import arch_cost

@@ -4,12 +4,12 @@ import torch
 
 from densenas.data import build_loaders, describe_data
 from densenas.data.clutter import clutter_arrays, render
-from densenas.data.datasets import _digits_arrays, digits_split
+from densenas.data.digits import digits_arrays, digits_split
 
 
 def test_same_seed_same_images_other_seed_other_images():
     a, b = clutter_arrays(0), clutter_arrays(1)
-    images, labels = _digits_arrays()
+    images, labels = digits_arrays()
     idx = digits_split(0)[0][:40]
     x1, y1 = render(images[idx], labels[idx], 7)
     x2, y2 = render(images[idx], labels[idx], 7)
@@ -22,7 +22,7 @@ def test_validation_digits_are_held_out_from_training():
     assert not set(train_idx) & set(val_idx)
     xt, yt, xv, yv = clutter_arrays(0)
     # two renderings of every digit of each split, labels in step with the source digits
-    _, labels = _digits_arrays()
+    _, labels = digits_arrays()
     assert len(yt) == 2 * len(train_idx) and len(yv) == 2 * len(val_idx)
     assert torch.equal(yv[: len(val_idx)], torch.from_numpy(labels[val_idx]))
 
@@ -44,7 +44,7 @@ def test_the_task_is_harder_than_the_digits_for_a_linear_model():
         means = torch.stack([xt[yt == c].mean(0) for c in range(10)])
         return float((torch.cdist(xv, means).argmin(1) == yv).float().mean())
 
-    images, labels = _digits_arrays()
+    images, labels = digits_arrays()
     tr, va = digits_split(0)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     plain = ncm_accuracy(x[tr], y[tr], x[va], y[va])

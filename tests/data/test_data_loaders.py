@@ -16,10 +16,10 @@ from densenas.data.datasets import (
     build_eval_loader,
     build_loaders,
     describe_data,
-    digits_split,
     epoch_order,
     shift_batch,
 )
+from densenas.data.digits import digits_split
 from densenas.data.tools import list_images, pack_lmdb, write_image_list
 from densenas.errors import DensenasError
 

@@ -18,7 +18,7 @@ from densenas.profilers.layers import (OTHER, REFORMAT, from_ort_trace, from_ten
                                        module_path, owner)
 from densenas.profilers.tensorrt_backend import TensorRTProfiler
 from densenas.space import SearchSpace
-from densenas.lut.validate import sample_archs
+from densenas.lut.networks import sample_archs
 from tests.conftest import assert_user_error, run_cli
 from tests.test_bench_validate import MICRO_YAML as MICRO
 from tests.trt_surface.strict_fake import surface_paths, use_fake

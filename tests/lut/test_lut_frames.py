@@ -87,7 +87,8 @@ def test_diff_frame_and_csv(tmp_path: Path) -> None:
 
 def test_validation_frame_has_one_row_per_network() -> None:
     from densenas.space import SearchSpace
-    from densenas.lut.validate import ValidationResult, accuracy, sample_archs
+    from densenas.lut.networks import accuracy, sample_archs
+    from densenas.lut.validate import ValidationResult
 
     archs = sample_archs(SearchSpace.load("mbv2-tiny"), 3, seed=0)
     result = ValidationResult(

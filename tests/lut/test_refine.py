@@ -20,12 +20,11 @@ from densenas.lut.refine import (
     covering_sample,
     design,
     fit_costs,
-    is_shipped,
     network_rows,
-    refusal_reason,
     row_keys,
 )
-from densenas.lut.store import LatencyTable, resolve_lut
+from densenas.lut.networks import refusal_reason
+from densenas.lut.store import LatencyTable, is_shipped, resolve_lut
 from densenas.space import SearchSpace
 from tests.conftest import assert_user_error, run_cli
 from tests.test_bench_validate import MICRO_YAML as MICRO  # 20 ops, 96 distinct networks

@@ -8,7 +8,7 @@ from densenas.nets import DerivedNet, SuperNet
 from densenas.nets.inherit import copy_path_weights
 from densenas.nets.supernet import MixedOp
 from densenas.space import SearchSpace
-from densenas.lut.validate import sample_archs
+from densenas.lut.networks import sample_archs
 
 OPS = ["mbconv_k3_t3", "mbconv_k3_t6", "mbconv_k5_t3", "mbconv_k5_t6", "skip_connect"]
 

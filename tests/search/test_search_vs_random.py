@@ -9,7 +9,7 @@ from pathlib import Path
 from densenas.cost import arch_cost
 from densenas.lut.store import load_lut
 from densenas.space import SearchSpace
-from densenas.lut.validate import sample_archs
+from densenas.lut.networks import sample_archs
 
 ROOT = Path(__file__).resolve().parents[2]
 
