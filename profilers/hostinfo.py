@@ -1,4 +1,5 @@
-"""Facts about the host that change latency numbers, gathered for a profiler's fingerprint.
+"""Facts about the host that change latency numbers, gathered for a profiler's fingerprint,
+and the other work on the host while something is measured (``HostMonitor``).
 
 Everything here is best effort and never raises: a missing file or tool gives ``None``.
 """

@@ -2,9 +2,9 @@
 
 Random networks of a space run whole on the LUT's backend, as deployed, under the
 backend's own per-node or per-layer profiler (``Profiler.layer_times``: ONNX Runtime's
-session profiler, TensorRT's ``IProfiler``, forward hooks on eager PyTorch). Each layer's time inside the network
-is set beside its LUT row's isolated cost (and in-context cost, when the LUT is
-refined), and rows are ranked by how much of a typical network's error they carry;
+session profiler, TensorRT's ``IProfiler``, forward hooks on eager PyTorch). Each
+layer's time inside the network is set beside its LUT row's isolated cost (and
+in-context cost, when the LUT is refined), and rows are ranked by how much of a typical network's error they carry;
 what no layer owns (layout reorders between layers, the graph's own copies) is
 reported apart. A profiler adds its own cost to every node it times (several
 microseconds, as much as a small kernel), so each network is also timed unprofiled, as
