@@ -312,14 +312,16 @@ class Profiler(ABC):
         with self._activated():
             module = self._build("network", factory)
             try:
-                return self._layer_times(module, shape, list(layers), runs)
+                return self._layer_times(module, shape, list(layers), runs, warmup=max(3, runs // 5))
             except ProfilerError:
                 raise
             except Exception as exc:
                 raise ProfilerError(f"{self.name}: per-layer timing failed: {type(exc).__name__}: {exc}") from exc
 
-    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
-        """Backends with a per-node or per-module profiler override this."""
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int,
+                     warmup: int) -> LayerTimes:
+        """Backends with a per-node or per-module profiler override this: ``warmup`` runs, then
+        ``runs`` whose times count."""
         raise ProfilerError(f"{self.name}: this backend reports no per-layer times "
                             "(per-layer diagnostics run on onnxruntime, torch-cpu and tensorrt)")
 

@@ -35,10 +35,6 @@ class LayerTimes:
     source: str
     other_parts: dict[str, float]  # what ``other_ms`` is made of, by node type or name
 
-    def to_dict(self) -> dict[str, object]:
-        return {"per_layer_ms": self.per_layer_ms, "other_ms": self.other_ms, "total_ms": self.total_ms,
-                "runs": self.runs, "source": self.source, "other_parts": self.other_parts}
-
 
 def module_path(node_name: str) -> str | None:
     """The module path an exported ONNX node came from, read off its scoped name. The

@@ -311,7 +311,8 @@ class OnnxRuntimeProfiler(Profiler):
     def _prepare(self, module: nn.Module, input_shape: tuple[int, ...]) -> Prepared:
         return self.onnx_runner(OnnxFromModule(module, input_shape, precision=self.precision)(), input_shape)
 
-    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int,
+                     warmup: int) -> LayerTimes:
         """The session profiler's kernel time of every node, each node credited to the
         layer its exported scope names; one session with this profiler's options."""
         import json
@@ -322,7 +323,6 @@ class OnnxRuntimeProfiler(Profiler):
         from densenas.profilers.layers import from_ort_trace
 
         onnx_bytes = OnnxFromModule(module, input_shape, precision=self.precision)()
-        warmup = max(3, runs // 5)
         with tempfile.TemporaryDirectory() as tmp:
             options = self._session_options()
             options.enable_profiling = True

@@ -694,14 +694,15 @@ class TensorRTProfiler(Profiler):
             _, engine = self._engine_bytes(onnx_bytes)
             return self.engine_runner(engine, input_shape)
 
-    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int,
+                     warmup: int) -> LayerTimes:
         """TensorRT's ``IProfiler`` on the engine the profiler times, each layer credited
         to the network layer its fused ONNX nodes came from."""
         from densenas.profilers.layers import from_tensorrt_reports
 
         runner = self._prepare(module, input_shape)
         try:
-            reports = runner.layer_reports(warmup=max(3, runs // 5), runs=runs)
+            reports = runner.layer_reports(warmup=warmup, runs=runs)
         finally:
             runner.close()
         return from_tensorrt_reports(reports, layers)

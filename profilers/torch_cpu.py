@@ -96,13 +96,14 @@ class TorchCPUProfiler(Profiler):
 
         return EagerRunner(module.to("cpu", torch.float32), self.example_input(input_shape))
 
-    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int) -> LayerTimes:
+    def _layer_times(self, module: nn.Module, input_shape: tuple[int, ...], layers: list[str], runs: int,
+                     warmup: int) -> LayerTimes:
         import torch
 
         from densenas.profilers.layers import from_forward_hooks
 
         module = module.to("cpu", torch.float32)
-        return from_forward_hooks(module, self.example_input(input_shape), layers, runs=runs, warmup=max(3, runs // 5))
+        return from_forward_hooks(module, self.example_input(input_shape), layers, runs=runs, warmup=warmup)
 
     def _fingerprint_extra(self) -> dict[str, object]:
         import torch

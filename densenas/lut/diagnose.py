@@ -108,10 +108,10 @@ def diagnose_lut(
     from densenas.cost import arch_cost
     from densenas.cost.latency import LatencyModel
     from densenas.lut.refine import row_keys
-    from densenas.lut.store import load_lut
-    from densenas.space import SearchSpace
     from densenas.lut.networks import sample_archs
+    from densenas.lut.store import load_lut
     from densenas.profilers.hostinfo import HostMonitor, host_is_busy
+    from densenas.space import SearchSpace
 
     if networks < 1:
         raise DensenasError(f"--networks must be a positive integer, got {networks}")
@@ -122,14 +122,14 @@ def diagnose_lut(
     table.require(space, batch=table.batch, precision=table.precision, input_size=space.input_size)
     model = LatencyModel(table)
     archs = sample_archs(space, networks, seed)
+    paths_of = [layer_paths(a) for a in archs]
     prof = profiler_for_lut(table, deployed=True)
 
     with prof:
         monitor = HostMonitor()
         profiled = []
-        for i, arch in enumerate(archs):
-            profiled.append(prof.layer_times(network_factory(arch), input_shape(arch, table.batch), layer_paths(arch),
-                                             runs=runs))
+        for i, (arch, paths) in enumerate(zip(archs, paths_of)):
+            profiled.append(prof.layer_times(network_factory(arch), input_shape(arch, table.batch), paths, runs=runs))
             if on_progress is not None:
                 on_progress(i + 1, len(archs))
         measured = [m.median_ms for m in measure_archs(prof, archs, table.batch)]
@@ -142,11 +142,10 @@ def diagnose_lut(
     isolated_sums, others = [], []
     other_parts: dict[str, float] = defaultdict(float)
     by_op: dict[str, dict[str, float]] = defaultdict(lambda: {"isolated_ms": 0.0, "in_network_ms": 0.0})
-    for arch, times, total in zip(archs, profiled, measured):
+    for arch, paths, times, total in zip(archs, paths_of, profiled, measured):
         # the profiler's proportions, spread over the time the network takes unprofiled
         scale = max(total - table.overhead_ms, 0.0) / times.total_ms if times.total_ms > 0 else 0.0
         isolated = 0.0
-        paths = layer_paths(arch)
         for path, key, (_role, _block, sig) in zip(paths, row_keys(arch, table.batch, table.precision), arch.layers()):
             row_iso = model.isolated_cost_ms(table.rows[key])
             ms = times.per_layer_ms[path] * scale

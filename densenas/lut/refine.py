@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from densenas.errors import DensenasError
+from densenas.lut.meta import Calibration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from densenas.space import SearchSpace
     from densenas.lut.networks import Accuracy
 
+UNCALIBRATED = Calibration()  # a refinement supersedes any calibration
 SOFT_L1_SCALE = 0.02  # relative errors beyond 2% count less than quadratically: one odd network cannot drag the fit
 PRIOR_GRID = (0.125, 0.5, 2.0, 8.0, 32.0)  # pseudo-networks the isolated value counts as, for a typical row
 MIN_COVER = 3  # the covering half of the sample stops once every row is in this many networks
@@ -132,9 +134,7 @@ class Design:
         """Each network's latency from per-row costs, for the fit, its cross-validation
         and its report: the latency model's network formula with no calibration (a
         refinement supersedes it), over every network at once."""
-        from densenas.lut.meta import Calibration
-
-        return Calibration().network_ms(self.counts @ costs, 0, self.overhead_ms)
+        return UNCALIBRATED.network_ms(self.counts @ costs, 0, self.overhead_ms)
 
 
 def isolated_ms(table: "LatencyTable", key: str) -> float:
