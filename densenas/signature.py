@@ -68,10 +68,7 @@ class OpSpec(str):
     @property
     def skip(self) -> bool:
         """A skipped stack layer: dropped from a derived network."""
-        return self.kind == "skip_connect"
-
-
-parse_op = OpSpec  # decode an op name; DensenasError naming it when it is not one we build
+        return self.kind == SKIP
 
 
 def known_ops() -> list[str]:

@@ -5,7 +5,7 @@ import torch
 
 from densenas.errors import DensenasError
 from densenas.ops import MBConv, build_op, input_shape_for_signature
-from densenas.signature import OpSignature, known_ops, parse_op
+from densenas.signature import OpSignature, OpSpec, known_ops
 
 SEARCHABLE = [op for op in known_ops() if op not in ("classifier",)]
 
@@ -46,7 +46,7 @@ def test_mbconv_structure_t1_has_no_expansion():
 @pytest.mark.parametrize("name", ["mbconv_k4_t6", "mbconv_k3_t2", "conv3x3", "", "MBCONV_K3_T3"])
 def test_unknown_op_names(name):
     with pytest.raises(DensenasError, match="unknown op"):
-        parse_op(name)
+        OpSpec(name)
 
 
 def test_signature_key_is_stable_and_complete():

@@ -24,7 +24,7 @@ from densenas.choices import Precision
 from densenas.errors import DensenasError
 from densenas.fileio import read_text, write_text
 from densenas.lut.meta import Calibration, Deployment, Provenance, Refinement, validated
-from densenas.signature import OpSignature, parse_op
+from densenas.signature import OpSignature, OpSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,7 +116,7 @@ class LutRow:
                 raise DensenasError(f"{where}: field {name!r} is missing")
         op = d["op"]
         try:
-            parse_op(op)
+            OpSpec(op)
         except DensenasError as exc:
             raise DensenasError(f"{where}: field 'op': {exc}") from None
         ints: dict[str, int] = {}

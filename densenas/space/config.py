@@ -16,7 +16,7 @@ from densenas.choices import CostType
 from densenas.errors import DensenasError
 from densenas.fileio import read_text
 from densenas.paths import CONFIGS_DIR
-from densenas.signature import parse_op
+from densenas.signature import OpSpec
 from densenas.yamlfile import Strict, parse_settings, resolve_named_file
 
 
@@ -105,7 +105,7 @@ class Primitives(Strict):
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not parse_op(name).candidate:  # parse_op raises DensenasError naming the op
+            if not OpSpec(name).candidate:  # OpSpec raises DensenasError naming the op
                 raise ValueError(f"{name!r} cannot be a candidate op")
         if len(set(v)) != len(v):
             raise ValueError("duplicate op names")
