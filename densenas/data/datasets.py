@@ -189,6 +189,34 @@ class TensorImages(TensorDataset):
         return images, labels
 
 
+class FreshClutter(Dataset):
+    """The cluttered digits' training split drawn anew for every batch (``digits-clutter``):
+    item ``i`` is digit ``i % N`` of the split at a new scale, rotation, position and
+    clutter each time it is drawn, from a generator fixed by the batch's indices, so a
+    resumed run sees the same images. An unbounded supply of training images is what lets
+    a larger network use its capacity rather than memorise ``RENDERS`` fixed copies."""
+
+    def __init__(self, digits: torch.Tensor, labels: torch.Tensor, *, renders: int, seed: int,
+                 mean: torch.Tensor, std: torch.Tensor, image_size: int) -> None:
+        self.digits, self.labels = digits, labels
+        self.renders, self.seed = renders, seed
+        self.mean, self.std, self.image_size = mean, std, image_size
+
+    def __len__(self) -> int:
+        return self.digits.shape[0] * self.renders
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        from densenas.data.clutter import clutter_sources, draw
+
+        n = self.digits.shape[0]
+        idx = torch.as_tensor(indices, dtype=torch.long) % n
+        g = _batch_generator(self.seed, indices)
+        x = draw(self.digits[idx], self.digits[clutter_sources(n, idx, g)], g)
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return ((x - self.mean) / self.std).expand(-1, 3, -1, -1), self.labels[idx]
+
+
 class StackedImages(Dataset):
     """Wraps a per-image dataset (image folder, LMDB) to return stacked batches, so the
     shift augmentation is applied per batch exactly as for in-memory data."""
@@ -275,10 +303,16 @@ def _digits(image_size: int, seed: int, shift: int, kind: str = DIGITS) -> tuple
         return ((x - mean) / std).expand(-1, 3, -1, -1)
 
     classes = [str(i) for i in range(10)]
-    return (
-        _Split(TensorImages(rgb(xt), y_train, shift=shift, seed=seed), classes),
-        _Split(TensorImages(rgb(xv), y_val), classes),
-    )
+    val = _Split(TensorImages(rgb(xv), y_val), classes)
+    if kind == DIGITS_CLUTTER:  # the task is its drawing procedure: every training batch drawn anew
+        from densenas.data.clutter import RENDERS
+
+        images, labels = digits_arrays()
+        train_idx = torch.from_numpy(digits_split(seed)[0])
+        fresh = FreshClutter(torch.from_numpy(images)[train_idx], torch.from_numpy(labels)[train_idx],
+                             renders=RENDERS, seed=seed, mean=mean, std=std, image_size=image_size)
+        return _Split(fresh, classes), val
+    return _Split(TensorImages(rgb(xt), y_train, shift=shift, seed=seed), classes), val
 
 
 def _image_transform(image_size: int) -> Any:

@@ -14,9 +14,11 @@ and offset for a whole LUT cannot follow it. Here each row gets its own cost:
    same rounds, each of them twice (two sessions), which gives the host's noise floor;
 3. a robust least-squares fit (soft-L1 on relative errors) of
    ``network = sum of its rows' costs + per-call overhead``, with a ridge prior pulling
-   each row toward its isolated cost (median less overhead), worth ``prior_strength``
-   networks for a typical row; so a row seen in few networks stays near its isolated
-   value. The prior strength is chosen by 4-fold cross-validation over the fit set.
+   each row toward its isolated cost (median less overhead) times one factor that all
+   rows share and the fit learns from every network, worth ``prior_strength`` networks
+   for a typical row; so a row seen in few networks stays near its isolated value as
+   networks scale it. The prior strength is chosen by 4-fold cross-validation over the
+   fit set.
 
 The fit is stored (``context_ms`` per row, ``meta.refinement``) only when it predicts the
 held-out networks better than the LUT as it is, never into a shipped LUT, and never from
@@ -52,7 +54,7 @@ MIN_COVER = 3  # the covering half of the sample stops once every row is in this
 POOL = 48  # random candidates per covering pick
 CV_FOLDS = 4
 METHOD = ("soft-L1 least squares on relative network errors (f_scale 0.02), ridge toward each row's isolated "
-          "cost, prior strength by 4-fold cross-validation")
+          "cost times one fitted factor shared by all rows, prior strength by 4-fold cross-validation")
 
 
 # -- the sample -----------------------------------------------------------------------------
@@ -162,28 +164,36 @@ def fit_costs(d: Design, measured: Sequence[float], prior_strength: float) -> "n
     """Per-row in-context costs (ms, net of overhead) from measured network totals.
 
     Minimises sum soft_l1((pred - measured) / measured / 2%) over networks plus, per row,
-    ``prior_strength * ((c - c0) / (2% * T))**2 * c_typ / c0``: with T a typical network's
-    time and c_typ a typical row's isolated cost, a typical row's isolated value weighs as
-    much as ``prior_strength`` networks, and a correction the networks cannot pin on one
-    row of several is shared among them in proportion to their isolated costs."""
+    ``prior_strength * ((c - s * c0) / (2% * T))**2 * c_typ / c0``: with T a typical
+    network's time and c_typ a typical row's isolated cost, a typical row's scaled
+    isolated value weighs as much as ``prior_strength`` networks, and a correction the
+    networks cannot pin on one row of several is shared among them in proportion to their
+    isolated costs. ``s``, one factor for every row, is fitted freely: what all ops share
+    in a network (warm caches, kept layouts) is learnt from every network at once, so a
+    row seen in few networks (or none: a column of zeros) is pulled toward its isolated
+    cost *as networks scale it*, not toward the isolated cost itself."""
     import numpy as np
     from scipy.optimize import least_squares
     from threadpoolctl import threadpool_limits
 
     m = np.asarray(measured, dtype=np.float64)
     c0 = d.isolated
-    n_nets = len(m)
+    n_nets, n_rows = len(m), len(c0)
     typical_net = float(np.median(m))
     occurrences = d.counts.sum(axis=0)
     typical_row = float((occurrences * c0).sum() / max(occurrences.sum(), 1.0)) or 1e-6
     floor = np.maximum(c0, 0.1 * typical_row)
     prior_w = np.sqrt(prior_strength * typical_row / floor) / (SOFT_L1_SCALE * typical_net)
-    data_jac = d.counts / (m[:, None] * SOFT_L1_SCALE)
-    jac = np.vstack([data_jac, np.diag(prior_w)])
+    # parameters: the row costs, then the shared scale; the residuals are linear in both
+    jac = np.zeros((n_nets + n_rows, n_rows + 1))
+    jac[:n_nets, :n_rows] = d.counts / (m[:, None] * SOFT_L1_SCALE)
+    jac[n_nets:, :n_rows] = np.diag(prior_w)
+    jac[n_nets:, n_rows] = -prior_w * c0
 
-    def residuals(c: np.ndarray) -> np.ndarray:
+    def residuals(x: np.ndarray) -> np.ndarray:
+        c, scale = x[:n_rows], x[n_rows]
         data = (d.predict(c) - m) / (m * SOFT_L1_SCALE)
-        return np.concatenate([data, prior_w * (c - c0)])
+        return np.concatenate([data, prior_w * (c - scale * c0)])
 
     def loss(z: np.ndarray) -> np.ndarray:
         # soft-L1 on the networks, plain squares on the prior (a prior is not an outlier)
@@ -196,8 +206,8 @@ def fit_costs(d: Design, measured: Sequence[float], prior_strength: float) -> "n
         return rho
 
     with threadpool_limits(1):  # a few hundred rows: one BLAS thread is fastest, more only spin
-        fit = least_squares(residuals, c0.copy(), jac=lambda _c: jac, bounds=(0.0, np.inf), loss=loss)
-    return np.asarray(fit.x)
+        fit = least_squares(residuals, np.append(c0, 1.0), jac=lambda _x: jac, bounds=(0.0, np.inf), loss=loss)
+    return np.asarray(fit.x[:n_rows])
 
 
 def choose_prior(d: Design, measured: Sequence[float], seed: int, grid: Sequence[float] = PRIOR_GRID) -> tuple[float, dict[float, float]]:
@@ -342,11 +352,16 @@ def refine_lut(
     timing_s = time.perf_counter() - t1
     fit_m, held_m = times.measured_ms[: len(fit_archs)], times.measured_ms[len(fit_archs):]
 
-    d_fit = design(table, fit_archs)
+    # every row the space's networks can run is in the design, a row no fit network has
+    # as a column of zeros: it still gets the shared factor
+    rows = network_rows(space, table.batch, table.precision) | {k for a in fit_archs
+                                                                for k in row_keys(a, table.batch, table.precision)}
+    d_fit = design(table, fit_archs, sorted(rows))
     strength, scores = choose_prior(d_fit, fit_m, seed)
     costs = fit_costs(d_fit, fit_m, strength)
     fitted = dict(zip(d_fit.keys, (float(c) for c in costs)))
-    cover = int(d_fit.counts.astype(bool).sum(axis=0).min()) if d_fit.keys else 0
+    seen = d_fit.counts.astype(bool).sum(axis=0)
+    cover = int(seen.min()) if d_fit.keys else 0
     noise = times.noise_floor()
     deployment = candidate.deployment.model_copy(update={"backend": prof.name, "threads": prof.threads_in_effect(),
                                                          "timing_scope": prof.timing_scope})
@@ -366,7 +381,7 @@ def refine_lut(
     r_refined = accuracy([arch_cost(a, candidate).total for a in held], held_m)
     candidate.refinement = {**candidate.refinement.to_lut(), "held_out": held_out_record(r_refined, r_as_is, r_isolated, noise)}
     candidate.meta["refinement_fit"] = {
-        "space": space.name, "seed": seed, "held_out_networks": len(held), "rows_fitted": len(fitted),
+        "space": space.name, "seed": seed, "held_out_networks": len(held), "rows_fitted": int((seen > 0).sum()),
         "min_cover": cover, "cv_mape_by_prior": {str(k): v for k, v in scores.items()},
         "noise_floor": None if noise is None else noise.to_dict(), "timing_s": round(timing_s, 2),
         "method_held_out": "uniform random networks no fit saw, each timed twice in the same rounds",
@@ -382,7 +397,7 @@ def refine_lut(
         lut=str(target) if stored else table.source, space=space.name, backend=prof.name, device=table.device,
         threads=prof.threads_in_effect(), networks=len(fit_archs), held_out=len(held), prior_strength=strength,
         cv_mape_by_prior=scores, held_out_isolated=r_isolated, held_out_as_is=r_as_is, held_out_refined=r_refined,
-        noise_floor=noise, fit_mape=float(100.0 * fit_err.mean()), rows_fitted=len(fitted), min_cover=cover,
+        noise_floor=noise, fit_mape=float(100.0 * fit_err.mean()), rows_fitted=int((seen > 0).sum()), min_cover=cover,
         host_busy_cpus=times.host_busy_cpus, busy=times.busy, stored=stored,
         refined_lut=str(target) if stored else None, reason=reason, deployment=deployment,
         wall_s=time.perf_counter() - t0, timing_s=timing_s,

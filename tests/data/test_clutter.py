@@ -50,3 +50,24 @@ def test_the_task_is_harder_than_the_digits_for_a_linear_model():
     plain = ncm_accuracy(x[tr], y[tr], x[va], y[va])
     cluttered = ncm_accuracy(*clutter_arrays(0))
     assert plain > 0.85 and cluttered < 0.5, (plain, cluttered)
+
+
+def test_training_images_are_drawn_anew_for_each_batch_and_reproducibly():
+    data = build_loaders("digits-clutter", image_size=32, batch_size=16, seed=0)
+    train = data.train.dataset
+    _, labels = digits_arrays()
+    train_idx = digits_split(0)[0]
+    n = len(train_idx)
+    assert len(train) == 2 * n  # an epoch is as long as two renderings of the split
+    x1, y1 = train.__getitems__([0, 5, n])
+    x2, y2 = train.__getitems__([0, 5, n])
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)  # the same batch is the same images (resume)
+    assert torch.equal(y1, torch.from_numpy(labels[train_idx[[0, 5, 0]]]))
+    assert not torch.equal(x1[0], x1[2])  # digit 0 twice in a batch: two different drawings
+    x3, _ = train.__getitems__([0, 6, n])
+    assert not torch.equal(x1[0], x3[0])  # in another batch it is drawn anew
+    # normalised like the fixed renderings of the split
+    xt = clutter_arrays(0)[0]
+    big, _ = train.__getitems__(list(range(0, 2 * n, 3)))
+    assert abs(float(big.mean())) < 0.05 and abs(float(big.std()) - 1) < 0.05
+    assert abs(float(((xt - xt.mean()) / xt.std()).mean())) < 1e-4

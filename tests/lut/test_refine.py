@@ -76,6 +76,23 @@ def test_a_row_seen_in_few_networks_stays_near_its_isolated_cost():
     assert abs(strong[0] - isolated[0]) < 0.5 * abs(true[0] - isolated[0])
 
 
+def test_a_row_no_network_has_takes_the_factor_networks_share():
+    # networks run every op 1.3x slower than alone (say, a slower memory path in context):
+    # the fit learns that from the networks and applies it to a row none of them has
+    rng = np.random.default_rng(2)
+    rows, nets = 30, 80
+    isolated = rng.uniform(0.05, 0.1, rows)
+    true = 1.3 * isolated
+    counts = (rng.random((nets, rows)) < 0.3).astype(float)
+    counts[:, -1] = 0.0  # the last row is in no network
+    measured = counts @ true + 0.01
+    d = Design([f"r{i}" for i in range(rows)], counts, isolated, 0.01)
+    for strength in (0.5, 32.0):
+        fitted = fit_costs(d, measured, prior_strength=strength)
+        assert abs(fitted[-1] / isolated[-1] - 1.3) < 0.02, strength
+        assert np.median(np.abs(fitted[:-1] - true[:-1]) / true[:-1]) < 0.01
+
+
 def test_covering_sample_puts_every_row_in_several_networks_and_skips_excluded(tmp_path):
     path = tmp_path / "micro.yaml"
     path.write_text(MICRO)
