@@ -145,20 +145,31 @@ class SuperNet(nn.Module):
     # -- forward -----------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, head_index: OpIndices | None = None,
-                stack_index: OpIndices | None = None) -> torch.Tensor:
+                stack_index: OpIndices | None = None, route: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits of the supernet running the sampled ops: every block and branch, each
+        branch weighted by its beta (the relaxation the architecture step differentiates),
+        or, given ``route`` (block ids from the stem to the final block), only the blocks
+        and edges of that route, unweighted, exactly as a derived network runs them."""
         if head_index is None or stack_index is None:
             head_index, stack_index = self.all_indices()
         space = self.space
-        weights = self.branch_weights()
+        weights = None if route is not None else self.branch_weights()
+        previous = None if route is None else dict(zip(route[1:], route[:-1]))
         # every index to host integers before the first kernel: no device sync mid-forward
         head_ids = [t.tolist() for t in head_index]
         stack_ids = [t.tolist() for t in stack_index]
-        outs: list[torch.Tensor] = [self.stem(x)]
+        outs: list[torch.Tensor | None] = [self.stem(x)]
         for n, b in enumerate(space.routing_blocks):
+            if previous is not None and b.id not in previous:
+                outs.append(None)
+                continue
             y = None
             for j, src in enumerate(b.in_edges):
-                beta = weights[src][space.blocks[src].out_edges.index(b.id)]
-                h = beta * self.heads[n][j](outs[src], self.head_alphas[n][j], head_index[n][j], head_ids[n][j])
+                if previous is not None and src != previous[b.id]:
+                    continue
+                h = self.heads[n][j](outs[src], self.head_alphas[n][j], head_index[n][j], head_ids[n][j])
+                if weights is not None:
+                    h = weights[src][space.blocks[src].out_edges.index(b.id)] * h
                 y = h if y is None else y + h
             for layer, mixed in enumerate(self.stacks[n]):
                 y = mixed(y, self.stack_alphas[n][layer], stack_index[n][layer], stack_ids[n][layer])
@@ -166,7 +177,10 @@ class SuperNet(nn.Module):
         final = space.final
         z = None
         for j, src in enumerate(final.in_edges):
-            beta = weights[src][space.blocks[src].out_edges.index(final.id)]
-            h = beta * self.final[j](outs[src])
+            if previous is not None and src != previous[final.id]:
+                continue
+            h = self.final[j](outs[src])
+            if weights is not None:
+                h = weights[src][space.blocks[src].out_edges.index(final.id)] * h
             z = h if z is None else z + h
         return self.classifier(z)

@@ -171,6 +171,8 @@ class SearchEngine:
             self.latency_tables = None
         self.net = SuperNet(self.space, self.num_classes, bn_momentum=self.cfg.bn_momentum,
                             bn_eps=self.cfg.bn_eps, weights=self.cfg.weights).to(self.device)
+        skips = [i for i, op in enumerate(self.space.stack_primitives) if op.skip]
+        self._skip_id = skips[0] if skips else None
         self.arch_params = self.net.arch_parameters()
         self.weight_params = self.net.weight_parameters()
         arch_ids = {id(p) for p in self.arch_params}
@@ -331,8 +333,9 @@ class SearchEngine:
         return {"lr": lr, "train_loss": meters.mean("loss"), "train_top1": meters.acc(), "weight_steps": meters.steps}
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, policy: str) -> dict[str, float]:
-        """One weight step on a train batch: one sampled op per mixed op, SGD, the LR schedule
-        (the arch parameters take no part in the backward pass)."""
+        """One weight step on a train batch: one sampled op per mixed op (on one sampled
+        route of blocks where the space asks for it), SGD, the LR schedule (the arch
+        parameters take no part in the backward pass)."""
         net = self.net
         _requires_grad(self.arch_params, False)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -340,8 +343,12 @@ class SearchEngine:
         self.sampler.reseed(epoch, "weights", step)
         path = self.sampler.sample(net.head_alphas, net.stack_alphas, self.cfg.weight_sample_num, policy,
                                    where=where).to(self.device)
+        route = None
+        if self.cfg.routes == "sampled":
+            route = self.sampler.route(self.space, net.branch_weights(), policy)
+            path = path.skips_last(self._skip_id)
         self.wopt.zero_grad(set_to_none=True)
-        logits = self.model(x, path.head, path.stack)
+        logits = self.model(x, path.head, path.stack, route)
         loss = F.cross_entropy(logits, y)
         values = self._step_values(loss, logits, y, where)
         loss.backward()

@@ -2,7 +2,8 @@
 
 A weight step runs one op per mixed op, an architecture step two (the paper's
 ``sample_branch``): drawn without replacement, uniformly during the warm-up and from
-softmax(alpha) after it, then sorted. Draws come from a dedicated CPU generator reseeded
+softmax(alpha) after it, then sorted. Where the space asks for sampled routes, a weight
+step also runs one route of blocks, drawn edge by edge the same way from softmax(beta). Draws come from a dedicated CPU generator reseeded
 from (seed, epoch, phase, step) before every step, so the path depends on nothing but
 those numbers and the current alphas: a resumed search and every rank of a distributed
 one sample exactly the same path, whatever the device.
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from densenas.errors import DensenasError
+
+if TYPE_CHECKING:
+    from densenas.space import SearchSpace
 
 POLICIES = ("prob", "uniform")
 
@@ -42,6 +46,18 @@ class SampledPath:
     def to(self, device: torch.device | str) -> "SampledPath":
         return SampledPath([t.to(device) for t in self.head], [t.to(device) for t in self.stack])
 
+    def skips_last(self, skip: int | None) -> "SampledPath":
+        """The same ops with each block's ``skip`` layers moved after its other layers (one
+        op per layer): the layout of a derived network, which drops its skips and takes
+        the weights of the first layers, so a route trains the layers it will inherit."""
+        if skip is None:
+            return self
+        stack = []
+        for t in self.stack:
+            ids = t[:, 0]
+            stack.append(torch.cat([ids[ids != skip], ids[ids == skip]])[:, None])
+        return SampledPath(self.head, stack)
+
 
 class PathSampler:
     """Draws sampled paths from a generator that is reseeded for every step."""
@@ -61,6 +77,19 @@ class PathSampler:
             raise DensenasError(f"unknown sample policy {policy!r}; choose one of {', '.join(POLICIES)}")
         return SampledPath([self._rows(a, k, policy, where) for a in head_alphas],
                            [self._rows(a, k, policy, where) for a in stack_alphas])
+
+    def route(self, space: "SearchSpace", branch_weights: Sequence[torch.Tensor], policy: str) -> tuple[int, ...]:
+        """One route of blocks from the stem to the final block: from each block the next
+        drawn over its outgoing edges, uniformly or by ``branch_weights`` (softmax(beta))."""
+        if policy not in POLICIES:
+            raise DensenasError(f"unknown sample policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        route = [0]
+        while route[-1] != space.final.id:
+            edges = space.blocks[route[-1]].out_edges
+            probs = (torch.ones(len(edges), dtype=torch.float64) if policy == "uniform"
+                     else branch_weights[route[-1]].detach().to("cpu", torch.float64))
+            route.append(edges[int(torch.multinomial(probs, 1, generator=self.generator))])
+        return tuple(route)
 
     def _rows(self, alpha: torch.Tensor, k: int, policy: str, where: str) -> torch.Tensor:
         rows, n = alpha.shape

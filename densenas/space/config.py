@@ -56,6 +56,9 @@ class SearchSettings(Strict):
     # candidate weights: the paper's one module per candidate, or MBConv candidates as
     # slices of one largest kernel per mixed op (learns in a short search)
     weights: Literal["independent", "shared"] = "independent"
+    # what a weight step runs of the routing: the paper's every block and branch (dense,
+    # beta-weighted sums), or one sampled route of blocks, as a derived network runs
+    routes: Literal["dense", "sampled"] = "dense"
 
 
 # Far beyond any real network: a typo fails here instead of hanging whatever walks the space.

@@ -68,3 +68,32 @@ def test_unknown_weight_mode_is_refused():
 
     with pytest.raises(DensenasError, match="weights must be one of"):
         MixedOp(OPS, 8, 8, 1, weights="tied")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_sampled_route_through_the_supernet_is_the_derived_network_it_names(seed):
+    """routes: sampled trains exactly what a derived network with inherited weights runs:
+    the supernet on one route (no beta weighting) and the derived network of that route's
+    choices compute the same logits."""
+    from densenas.derive import Choice, choice_to_arch
+    from densenas.search.sampler import PathSampler
+
+    space = SearchSpace.load("mbv2-tiny")
+    torch.manual_seed(seed)
+    supernet = SuperNet(space, 10).train()
+    sampler = PathSampler(seed)
+    skip = space.stack_primitives.index("skip_connect")
+    path = sampler.sample(supernet.head_alphas, supernet.stack_alphas, 1, "uniform").skips_last(skip)
+    route = sampler.route(space, supernet.branch_weights(), "uniform")
+    assert route[0] == 0 and route[-1] == space.final.id and list(route) == sorted(route)
+    prev = dict(zip(route[1:], route[:-1]))
+    choice = Choice(route, {b: int(path.head[b - 1][space.branch_index(b, prev[b]), 0]) for b in route[1:-1]},
+                    {b: tuple(int(i) for i in path.stack[b - 1][:, 0]) for b in route[1:-1]})
+    arch = choice_to_arch(space, choice, num_classes=10)
+    net = DerivedNet(arch).train()
+    copy_path_weights(net, arch, space, supernet, where="test")
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(supernet(x, path.head, path.stack, route), net(x), atol=1e-5)
+        # the dense supernet on the same ops is another function: every branch, weighted
+        assert not torch.allclose(supernet(x, path.head, path.stack), net(x), atol=1e-3)

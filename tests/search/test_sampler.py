@@ -82,3 +82,37 @@ def test_rescale_keeps_the_unsampled_ops_probability():
     # the step still moved mass between the two sampled ops
     assert not torch.allclose(after.gather(-1, idx), before.gather(-1, idx), atol=1e-3)
     assert torch.allclose(after.gather(-1, idx).sum(-1), before.gather(-1, idx).sum(-1), atol=1e-6)
+
+
+def test_routes_follow_the_space_edges_reproducibly_and_lean_on_beta():
+    from densenas.space import SearchSpace
+
+    space = SearchSpace.load("mbv2-tiny")
+    weights = [torch.full((len(b.out_edges),), 1.0 / max(len(b.out_edges), 1)) for b in space.blocks]
+    sampler = PathSampler(3)
+    routes = set()
+    for step in range(40):
+        sampler.reseed(0, "weights", step)
+        route = sampler.route(space, weights, "uniform")
+        sampler.reseed(0, "weights", step)
+        assert sampler.route(space, weights, "uniform") == route
+        assert route[0] == 0 and route[-1] == space.final.id
+        assert all(dst in space.blocks[src].out_edges for src, dst in zip(route, route[1:]))
+        routes.add(route)
+    assert len(routes) > 10
+    # softmax(beta) all on block 0's first edge: every route takes it
+    lean = [w.clone() for w in weights]
+    lean[0] = torch.zeros_like(lean[0])
+    lean[0][0] = 1.0
+    for step in range(10):
+        sampler.reseed(1, "weights", step)
+        assert sampler.route(space, lean, "prob")[1] == space.blocks[0].out_edges[0]
+
+
+def test_skips_move_after_the_other_layers_of_their_block():
+    from densenas.search.sampler import SampledPath
+
+    path = SampledPath([torch.tensor([[1]])], [torch.tensor([[4], [2], [4], [0]]), torch.tensor([[3], [1]])])
+    moved = path.skips_last(4)
+    assert moved.stack[0].tolist() == [[2], [0], [4], [4]] and moved.stack[1].tolist() == [[3], [1]]
+    assert path.skips_last(None) is path

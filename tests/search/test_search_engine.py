@@ -168,3 +168,15 @@ def test_existing_run_directory_is_not_overwritten_without_resume(tmp_path, tiny
     run_search(SearchOptions(lut=str(tiny_lut), out=str(out), epochs=1, arch_update_epoch=0, batch_size=16, max_steps=1))
     with pytest.raises(DensenasError, match="already holds a search"):
         run_search(SearchOptions(lut=str(tiny_lut), out=str(out), epochs=1, arch_update_epoch=0, batch_size=16, max_steps=1))
+
+
+def test_a_search_on_sampled_routes_trains_one_route_a_step_and_is_seeded(tmp_path, tiny_lut):
+    common = dict(epochs=2, arch_update_epoch=1, seed=4, max_steps=3)
+    routes = write_space(tmp_path / "routes.yaml", routes="sampled")
+    first = _search(tmp_path, tiny_lut, "a", routes, **common)
+    again = _search(tmp_path, tiny_lut, "b", routes, **common)
+    dense = _search(tmp_path, tiny_lut, "dense", write_space(tmp_path / "dense.yaml"), **common)
+    losses = lambda h: [e["train_loss"] for e in h["epochs"]]  # noqa: E731
+    assert losses(first) == losses(again)  # the route is drawn from the step's seed
+    assert losses(first) != losses(dense)  # and it is not the dense supernet
+    assert all(math.isfinite(v) for v in losses(first))
