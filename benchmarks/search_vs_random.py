@@ -1,7 +1,7 @@
 """Does the search find a better network than chance at the same latency?
 
     python benchmarks/search_vs_random.py [--data digits-clutter] [--search-epochs N]
-        [--train-epochs E] [--random 10] [--seeds 0 1 2] [--tolerance 0.03] [--device cpu]
+        [--train-epochs 10] [--random 10] [--seeds 0 1 2] [--tolerance 0.03] [--device cpu] [--jobs 2]
 
 1. searches the tiny space on ``--data`` (its shipped CPU LUT, the space's settings);
 2. draws random networks of the space (seeded) whose predicted latency on the same LUT is
@@ -15,7 +15,7 @@
    (``scipy.stats.binomtest``, one-sided: searched better), and Kendall's tau between the
    supernet's accuracies and the retrained ones; writes a section of benchmarks/RESULTS.md.
 
-The defaults finish in about 20 minutes on 2 CPU cores. On a GPU the same runs on real
+The defaults with ``--jobs 2`` finish in about 30 minutes on 2 CPU cores. On a GPU the same runs on real
 data with ``--data PATH`` (an ImageFolder with train/ and val/, e.g. CIFAR-10 exported as
 images, or ImageNet-100 packed with ``densenas data pack-lmdb``) and ``--device cuda``,
 with ``--space`` the space for that input size and more ``--search-epochs`` and
@@ -169,8 +169,10 @@ def markdown(r: dict) -> str:
     a = r["args"]
     seeds = " ".join(str(s) for s in a["seeds"])
     epochs = f" --search-epochs {a['search_epochs']}" if a["search_epochs"] else ""
-    cmd = (f"python benchmarks/search_vs_random.py --data {a['data']}{epochs} "
-           f"--train-epochs {a['train_epochs']} --random {a['random']} --seeds {seeds}")
+    space = "" if a["space"] == "mbv2-tiny" else f" --space {a['space']}"
+    lut = "" if a["lut"] is None else f" --lut {a['lut']}"
+    cmd = (f"python benchmarks/search_vs_random.py{space}{lut} --data {a['data']}{epochs} "
+           f"--train-epochs {a['train_epochs']} --random {a['random']} --seeds {seeds} --jobs {a['jobs']}")
     lines = [
         SECTION, "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, {a['device']}, {r['threads']} threads; space {a['space']}, "
@@ -213,7 +215,7 @@ def main() -> None:
     ap.add_argument("--data", default="digits-clutter", help="digits-clutter, digits, or an image folder / LMDB directory")
     ap.add_argument("--search-epochs", type=int, default=None, help="default: the space's")
     ap.add_argument("--search-seed", type=int, default=1)
-    ap.add_argument("--train-epochs", type=int, default=4)
+    ap.add_argument("--train-epochs", type=int, default=10)
     ap.add_argument("--random", type=int, default=10, help="random networks at the searched latency")
     ap.add_argument("--tolerance", type=float, default=0.03, help="relative latency window")
     ap.add_argument("--draw-seed", type=int, default=0)

@@ -5,7 +5,8 @@
 - ``digits`` (the default): scikit-learn's handwritten digits, real images that ship
   with scikit-learn, upscaled to ``image_size``, held as in-memory tensors;
 - ``digits-clutter``: the same digits at random scale, rotation and position on a 32x32
-  canvas with fragments of other digits (``densenas.data.clutter``), also in memory;
+  canvas with fragments of other digits (``densenas.data.clutter``): the val split drawn
+  once and held in memory, the training split drawn anew for every batch;
 - an image folder: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``;
 - a packed dataset: ``PATH/train.lmdb`` and ``PATH/val.lmdb`` from ``densenas data pack-lmdb``.
 

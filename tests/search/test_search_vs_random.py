@@ -37,7 +37,7 @@ def test_random_networks_lie_within_the_window_and_exclude_the_searched_one(tiny
 def test_report_states_rank_sign_test_and_tau():
     bench = _bench()
     args = dict(space="mbv2-tiny", data="digits-clutter", search_epochs=None, search_seed=1, train_epochs=4,
-                random=2, seeds=[0, 1], tolerance=0.03, draw_seed=0, device="cpu")
+                random=2, seeds=[0, 1], tolerance=0.03, draw_seed=0, device="cpu", lut=None, jobs=2)
     r = {"args": args, "latency_ms": 0.2, "search_top1": 80.0, "search_derived_top1": 70.0, "net_config": "x",
          "random_latency_ms": [0.201, 0.199], "random_drawn": 40, "inherited_top1": [70.0, 60.0, 65.0],
          "retrained_top1": [[90.0, 91.0], [85.0, 86.0], [88.0, 92.0]], "mean_top1": [90.5, 85.5, 90.0],
@@ -46,3 +46,4 @@ def test_report_states_rank_sign_test_and_tau():
     text = bench.markdown(r)
     assert "**1 of 3**" in text and "3 wins, 1 losses" in text and "**1.00**" in text and "beats the median" in text
     assert "| random 2 | 0.1990 | 65.0 | 88.0, 92.0 | 90.00 |" in text
+    assert "--train-epochs 4 --random 2 --seeds 0 1 --jobs 2`" in text and "--space" not in text
