@@ -3,10 +3,11 @@
 A weight step runs one op per mixed op, an architecture step two (the paper's
 ``sample_branch``): drawn without replacement, uniformly during the warm-up and from
 softmax(alpha) after it, then sorted. Where the space asks for sampled routes, a weight
-step also runs one route of blocks, drawn edge by edge the same way from softmax(beta). Draws come from a dedicated CPU generator reseeded
-from (seed, epoch, phase, step) before every step, so the path depends on nothing but
-those numbers and the current alphas: a resumed search and every rank of a distributed
-one sample exactly the same path, whatever the device.
+step also runs one route of blocks, drawn edge by edge the same way from softmax(beta).
+Draws come from a dedicated CPU generator reseeded from (seed, epoch, phase, step) before
+every step, so the path depends on nothing but those numbers and the current alphas: a
+resumed search and every rank of a distributed one sample exactly the same path,
+whatever the device.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class SampledPath:
         """The same ops with each block's ``skip`` layers moved after its other layers (one
         op per layer): the layout of a derived network, which drops its skips and takes
         the weights of the first layers, so a route trains the layers it will inherit."""
+        if any(t.shape[1] != 1 for t in self.stack):
+            raise ValueError("skips_last needs one sampled op per layer")
         if skip is None:
             return self
         stack = []

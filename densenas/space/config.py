@@ -60,6 +60,13 @@ class SearchSettings(Strict):
     # beta-weighted sums), or one sampled route of blocks, as a derived network runs
     routes: Literal["dense", "sampled"] = "dense"
 
+    @model_validator(mode="after")
+    def _one_op_on_a_route(self) -> "SearchSettings":
+        if self.routes == "sampled" and self.weight_sample_num != 1:
+            raise ValueError("routes: sampled runs a derived network's layout, one op per layer: "
+                             f"weight_sample_num must be 1, got {self.weight_sample_num}")
+        return self
+
 
 # Far beyond any real network: a typo fails here instead of hanging whatever walks the space.
 MAX_BLOCKS = 256

@@ -116,3 +116,13 @@ def test_skips_move_after_the_other_layers_of_their_block():
     moved = path.skips_last(4)
     assert moved.stack[0].tolist() == [[2], [0], [4], [4]] and moved.stack[1].tolist() == [[3], [1]]
     assert path.skips_last(None) is path
+
+
+def test_sampled_routes_need_one_op_per_layer():
+    from pydantic import ValidationError
+
+    from densenas.space.config import SearchSettings
+
+    with pytest.raises(ValidationError, match="weight_sample_num must be 1"):
+        SearchSettings(routes="sampled", weight_sample_num=2)
+    assert SearchSettings(routes="sampled").weight_sample_num == 1
