@@ -108,11 +108,10 @@ def _tail(space: SearchSpace, tables: CostTables) -> np.ndarray:
 
 def _stack_costs(space: SearchSpace, tables: CostTables) -> list[np.ndarray]:
     """Per routing block (layers, stack ops); a skipped layer is dropped, so it costs 0."""
-    skips = [i for i, op in enumerate(space.stack_primitives) if op.skip]
     out = []
     for t in tables.stack:
         a = t.detach().cpu().double().numpy().copy()
-        a[:, skips] = 0.0
+        a[:, list(space.stack_skip_ids)] = 0.0
         out.append(a)
     return out
 

@@ -354,14 +354,13 @@ def refine_lut(
 
     # every row the space's networks can run is in the design, a row no fit network has
     # as a column of zeros: it still gets the shared factor
-    rows = network_rows(space, table.batch, table.precision) | {k for a in fit_archs
-                                                                for k in row_keys(a, table.batch, table.precision)}
-    d_fit = design(table, fit_archs, sorted(rows))
+    d_fit = design(table, fit_archs, sorted(network_rows(space, table.batch, table.precision)))
     strength, scores = choose_prior(d_fit, fit_m, seed)
     costs = fit_costs(d_fit, fit_m, strength)
     fitted = dict(zip(d_fit.keys, (float(c) for c in costs)))
     seen = d_fit.counts.astype(bool).sum(axis=0)
     cover = int(seen.min()) if d_fit.keys else 0
+    rows_fitted = int((seen > 0).sum())
     noise = times.noise_floor()
     deployment = candidate.deployment.model_copy(update={"backend": prof.name, "threads": prof.threads_in_effect(),
                                                          "timing_scope": prof.timing_scope})
@@ -381,7 +380,7 @@ def refine_lut(
     r_refined = accuracy([arch_cost(a, candidate).total for a in held], held_m)
     candidate.refinement = {**candidate.refinement.to_lut(), "held_out": held_out_record(r_refined, r_as_is, r_isolated, noise)}
     candidate.meta["refinement_fit"] = {
-        "space": space.name, "seed": seed, "held_out_networks": len(held), "rows_fitted": int((seen > 0).sum()),
+        "space": space.name, "seed": seed, "held_out_networks": len(held), "rows_fitted": rows_fitted,
         "min_cover": cover, "cv_mape_by_prior": {str(k): v for k, v in scores.items()},
         "noise_floor": None if noise is None else noise.to_dict(), "timing_s": round(timing_s, 2),
         "method_held_out": "uniform random networks no fit saw, each timed twice in the same rounds",
@@ -397,7 +396,7 @@ def refine_lut(
         lut=str(target) if stored else table.source, space=space.name, backend=prof.name, device=table.device,
         threads=prof.threads_in_effect(), networks=len(fit_archs), held_out=len(held), prior_strength=strength,
         cv_mape_by_prior=scores, held_out_isolated=r_isolated, held_out_as_is=r_as_is, held_out_refined=r_refined,
-        noise_floor=noise, fit_mape=float(100.0 * fit_err.mean()), rows_fitted=int((seen > 0).sum()), min_cover=cover,
+        noise_floor=noise, fit_mape=float(100.0 * fit_err.mean()), rows_fitted=rows_fitted, min_cover=cover,
         host_busy_cpus=times.host_busy_cpus, busy=times.busy, stored=stored,
         refined_lut=str(target) if stored else None, reason=reason, deployment=deployment,
         wall_s=time.perf_counter() - t0, timing_s=timing_s,

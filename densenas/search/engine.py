@@ -171,8 +171,6 @@ class SearchEngine:
             self.latency_tables = None
         self.net = SuperNet(self.space, self.num_classes, bn_momentum=self.cfg.bn_momentum,
                             bn_eps=self.cfg.bn_eps, weights=self.cfg.weights).to(self.device)
-        skips = [i for i, op in enumerate(self.space.stack_primitives) if op.skip]
-        self._skip_id = skips[0] if skips else None
         self.arch_params = self.net.arch_parameters()
         self.weight_params = self.net.weight_parameters()
         arch_ids = {id(p) for p in self.arch_params}
@@ -346,7 +344,7 @@ class SearchEngine:
         route = None
         if self.cfg.routes == "sampled":
             route = self.sampler.route(self.space, net.branch_weights(), policy)
-            path = path.skips_last(self._skip_id)
+            path = path.skips_last(self.space.stack_skip_ids)
         self.wopt.zero_grad(set_to_none=True)
         logits = self.model(x, path.head, path.stack, route)
         loss = F.cross_entropy(logits, y)

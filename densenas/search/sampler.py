@@ -47,18 +47,20 @@ class SampledPath:
     def to(self, device: torch.device | str) -> "SampledPath":
         return SampledPath([t.to(device) for t in self.head], [t.to(device) for t in self.stack])
 
-    def skips_last(self, skip: int | None) -> "SampledPath":
-        """The same ops with each block's ``skip`` layers moved after its other layers (one
-        op per layer): the layout of a derived network, which drops its skips and takes
-        the weights of the first layers, so a route trains the layers it will inherit."""
+    def skips_last(self, skips: Sequence[int]) -> "SampledPath":
+        """The same ops with each block's skip layers (op ids ``skips``) moved after its
+        other layers (one op per layer): the layout of a derived network, which drops its
+        skips and takes the weights of the first layers, so a route trains the layers it
+        will inherit."""
         if any(t.shape[1] != 1 for t in self.stack):
             raise ValueError("skips_last needs one sampled op per layer")
-        if skip is None:
+        if not skips:
             return self
         stack = []
         for t in self.stack:
             ids = t[:, 0]
-            stack.append(torch.cat([ids[ids != skip], ids[ids == skip]])[:, None])
+            is_skip = torch.isin(ids, torch.tensor(list(skips), device=ids.device))
+            stack.append(torch.cat([ids[~is_skip], ids[is_skip]])[:, None])
         return SampledPath(self.head, stack)
 
 

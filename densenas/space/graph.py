@@ -96,6 +96,12 @@ class SearchSpace:
         return b.out_strides[b.out_edges.index(dst)]
 
     @cached_property
+    def stack_skip_ids(self) -> tuple[int, ...]:
+        """Indices of the skip ops among the stack primitives (a layer that chose one is
+        dropped from a derived network)."""
+        return tuple(i for i, op in enumerate(self.stack_primitives) if op.skip)
+
+    @cached_property
     def num_paths(self) -> int:
         """Number of block routes from the stem to the final conv."""
         count = [0] * len(self.blocks)

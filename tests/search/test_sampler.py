@@ -113,9 +113,9 @@ def test_skips_move_after_the_other_layers_of_their_block():
     from densenas.search.sampler import SampledPath
 
     path = SampledPath([torch.tensor([[1]])], [torch.tensor([[4], [2], [4], [0]]), torch.tensor([[3], [1]])])
-    moved = path.skips_last(4)
+    moved = path.skips_last((4,))
     assert moved.stack[0].tolist() == [[2], [0], [4], [4]] and moved.stack[1].tolist() == [[3], [1]]
-    assert path.skips_last(None) is path
+    assert path.skips_last(()) is path
 
 
 def test_sampled_routes_need_one_op_per_layer():
