@@ -13,7 +13,10 @@
    built-in data's recipe with ``--train-epochs`` epochs;
 5. reports the searched network's rank by mean accuracy, a paired sign test
    (``scipy.stats.binomtest``, one-sided: searched better), and Kendall's tau between the
-   supernet's accuracies and the retrained ones; writes a section of benchmarks/RESULTS.md.
+   supernet's accuracies and the retrained ones, beside the retraining's own agreement
+   (the tau of each seed's ranking against the mean of the other seeds': how well any
+   predictor can be seen to rank these networks); writes a section of
+   benchmarks/RESULTS.md, and with ``--save`` every figure as JSON.
 
 The defaults with ``--jobs 2`` finish in about 30 minutes on 2 CPU cores. On a GPU the same runs on real
 data with ``--data PATH`` (an ImageFolder with train/ and val/, e.g. CIFAR-10 exported as
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import statistics
 import sys
 import tempfile
@@ -43,12 +47,17 @@ from benchmarks.results import write_section  # noqa: E402
 SECTION = "## Searched network against random networks at its latency (`benchmarks/search_vs_random.py`)"
 
 
-def _search(args, out: Path):
+def _search(args, scratch: Path):
+    """The search: into ``--search-dir`` when given, continuing (or, when it finished,
+    just reading) the search already there, else into a scratch folder."""
     from densenas.search import SearchOptions
     from densenas.search.engine import run_search
+    from densenas.search.settings import CHECKPOINT
 
+    out = args.search_dir or scratch
     options = SearchOptions(space=args.space, lut=args.lut, data=args.data, epochs=args.search_epochs,
-                            seed=args.search_seed, out=str(out), device=args.device, max_steps=args.max_steps)
+                            seed=args.search_seed, out=str(out), device=args.device, max_steps=args.max_steps,
+                            resume=(out / CHECKPOINT).is_file())
     return run_search(options, progress=False)
 
 
@@ -124,6 +133,35 @@ def _retrain_all(archs, args, tmp: Path) -> list[list[float]]:
     return [flat[i * k:(i + 1) * k] for i in range(len(archs))]
 
 
+def retraining_agreement(acc: list[list[float]]) -> tuple[float | None, float | None]:
+    """How far retraining reproduces its own ranking of the networks: (mean Kendall's tau
+    of one seed's accuracies against another's over all seed pairs, mean tau of each seed
+    against the mean of the others). The yardstick for the supernet's tau: with retraining
+    this noisy, no ranking of these networks can be seen to agree with it much better."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    k = len(acc[0]) if acc else 0
+    if k < 2 or len(acc) < 3:
+        return None, None
+    column = [[a[s] for a in acc] for s in range(k)]
+    pairs = [kendalltau(column[i], column[j]).statistic for i, j in combinations(range(k), 2)]
+    rest = [kendalltau(column[s], [statistics.mean(a[t] for t in range(k) if t != s) for a in acc]).statistic
+            for s in range(k)]
+    return _mean_finite(pairs), _mean_finite(rest)
+
+
+def _mean_finite(values: list[float]) -> float | None:
+    """The mean of the defined values (a tau over tied accuracies has none)."""
+    kept = [float(v) for v in values if math.isfinite(v)]
+    return statistics.mean(kept) if kept else None
+
+
+def _tau_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def run(args) -> dict:
     from scipy.stats import binomtest, kendalltau
 
@@ -154,13 +192,16 @@ def run(args) -> dict:
     losses = sum(acc[0][k] < r[k] for r in acc[1:] for k in range(len(args.seeds)))
     sign = binomtest(wins, wins + losses, 0.5, alternative="greater") if wins + losses else None
     tau = kendalltau(inherited[1:], means[1:])
+    seed_pairs_tau, seed_vs_rest_tau = retraining_agreement(acc[1:])
     return {
         "args": vars(args), "latency_ms": latency, "search_top1": history.get("val_top1"),
         "search_derived_top1": history.get("derived_val_top1"), "net_config": searched.to_dict()["net_config"],
         "random_latency_ms": [ms for _, ms in randoms], "random_drawn": tried,
+        "random_net_configs": [a.to_dict()["net_config"] for a, _ in randoms],
         "inherited_top1": inherited, "retrained_top1": acc, "mean_top1": means, "rank": rank,
         "of": len(archs), "median_random_top1": statistics.median(means[1:]), "wins": wins, "losses": losses,
-        "sign_p": None if sign is None else sign.pvalue, "kendall_tau": tau.statistic, "kendall_p": tau.pvalue,
+        "sign_p": None if sign is None else sign.pvalue, "kendall_tau": _mean_finite([tau.statistic]),
+        "kendall_p": _mean_finite([tau.pvalue]), "seed_pairs_tau": seed_pairs_tau, "seed_vs_rest_tau": seed_vs_rest_tau,
         "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
 
@@ -193,6 +234,7 @@ def markdown(r: dict) -> str:
         name = "**searched**" if i == 0 else f"random {i}"
         lines.append(f"| {name} | {ms:.4f} | {inh:.1f} | {', '.join(f'{x:.1f}' for x in acc)} | {m:.2f} |")
     p = "n/a" if r["sign_p"] is None else f"{r['sign_p']:.3g}"
+    tau_p = "n/a" if r["kendall_p"] is None else f"{r['kendall_p']:.3g}"
     lines += [
         "",
         f"- Searched network's rank by mean retrained accuracy: **{r['rank']} of {r['of']}**; median random "
@@ -201,7 +243,10 @@ def markdown(r: dict) -> str:
         f"- Paired sign test (searched vs each random network, same seed): {r['wins']} wins, {r['losses']} losses, "
         f"one-sided p = {p}.",
         f"- Kendall's tau, supernet (inherited) accuracy vs retrained mean, random networks: "
-        f"**{r['kendall_tau']:.2f}** (p = {r['kendall_p']:.3g}).",
+        f"**{_tau_text(r['kendall_tau'])}** (p = {tau_p}); retraining against itself: one seed against "
+        f"another {_tau_text(r['seed_pairs_tau'])}, one seed against the mean of the others "
+        f"{_tau_text(r['seed_vs_rest_tau'])} "
+        "(mean tau over seeds).",
         f"- Wall time {r['wall_s'] / 60:.1f} min.",
         "",
     ]
@@ -224,12 +269,21 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="retraining processes at once (one thread each)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads of the search (default: torch's)")
     ap.add_argument("--max-steps", type=int, default=None, help="cap the search's steps per phase (a quick check)")
+    ap.add_argument("--search-dir", type=Path, default=None,
+                    help="keep the search here; a search already in it is continued, or reused when finished")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--save", type=Path, default=None, help="also write every figure of the run to this JSON file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    text = markdown(run(args))
+    result = run(args)
+    if args.save:
+        from densenas.fileio import write_json
+
+        write_json(args.save, {**result, "args": {k: str(v) if isinstance(v, Path) else v
+                                                   for k, v in result["args"].items()}})
+    text = markdown(result)
     print(text)
     if not args.no_write:
         write_section(text, "search-vs-random", path=args.results)

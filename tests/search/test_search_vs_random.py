@@ -42,8 +42,36 @@ def test_report_states_rank_sign_test_and_tau():
          "random_latency_ms": [0.201, 0.199], "random_drawn": 40, "inherited_top1": [70.0, 60.0, 65.0],
          "retrained_top1": [[90.0, 91.0], [85.0, 86.0], [88.0, 92.0]], "mean_top1": [90.5, 85.5, 90.0],
          "rank": 1, "of": 3, "median_random_top1": 87.75, "wins": 3, "losses": 1, "sign_p": 0.3125,
-         "kendall_tau": 1.0, "kendall_p": 1.0, "wall_s": 60.0, "threads": 1}
+         "kendall_tau": 1.0, "kendall_p": 1.0, "seed_pairs_tau": 0.33, "seed_vs_rest_tau": None,
+         "wall_s": 60.0, "threads": 1}
     text = bench.markdown(r)
     assert "**1 of 3**" in text and "3 wins, 1 losses" in text and "**1.00**" in text and "beats the median" in text
     assert "| random 2 | 0.1990 | 65.0 | 88.0, 92.0 | 90.00 |" in text
     assert "--train-epochs 4 --random 2 --seeds 0 1 --jobs 2`" in text and "--space" not in text
+    assert "one seed against another 0.33, one seed against the mean of the others n/a" in text
+
+
+def test_retraining_agreement_is_the_seeds_ranking_each_other():
+    bench = _bench()
+    same = [[70.0, 71.0, 72.0], [75.0, 76.0, 77.0], [80.0, 81.0, 82.0], [60.0, 61.0, 62.0]]
+    assert bench.retraining_agreement(same) == (1.0, 1.0)
+    # seed 1 ranks the networks in reverse of seeds 0 and 2
+    mixed = [[70.0, 90.0, 70.0], [75.0, 80.0, 75.0], [80.0, 70.0, 80.0], [85.0, 60.0, 85.0]]
+    pairs, rest = bench.retraining_agreement(mixed)
+    assert abs(pairs - (1.0 - 1.0 - 1.0) / 3) < 1e-9
+    assert rest < 0.5
+    assert bench.retraining_agreement([[70.0], [80.0], [90.0]]) == (None, None)
+
+
+def test_a_kept_search_is_reused_not_run_again(tmp_path, tiny_lut):
+    import argparse
+
+    bench = _bench()
+    args = argparse.Namespace(space="mbv2-tiny", lut=str(tiny_lut), data="digits", search_epochs=1, search_seed=1,
+                              device="cpu", max_steps=2, search_dir=tmp_path / "search")
+    first = bench._search(args, tmp_path / "unused")
+    assert (tmp_path / "search" / "checkpoint.pt").is_file() and not (tmp_path / "unused").exists()
+    stamp = (tmp_path / "search" / "checkpoint.pt").stat().st_mtime_ns
+    again = bench._search(args, tmp_path / "unused")
+    assert again.arch.to_dict() == first.arch.to_dict() and again.epochs_done == 1
+    assert (tmp_path / "search" / "checkpoint.pt").stat().st_mtime_ns == stamp
