@@ -9,8 +9,8 @@ networks' op counts.
     python benchmarks/seed_agreement.py                       # mbv2-tiny, digits, seeds 1 2
     python benchmarks/seed_agreement.py --seeds 1 2 3 --data digits-clutter
 
-Searches run one after another, each with every usable thread; figures go into
-benchmarks/RESULTS.md.
+Searches run one after another, each with every usable thread (``--runs DIR`` keeps them,
+and reuses searches already there); figures go into benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--epochs", type=int, default=None, help="default: the space's search epochs")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="keep each seed's search in RUNS/seedN; a search already there is continued, or reused when finished")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-write", action="store_true", help="print the section; leave RESULTS.md alone")
     args = p.parse_args(argv)
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from densenas.search import SearchOptions
     from densenas.search.engine import run_search
+    from densenas.search.settings import CHECKPOINT
 
     started = dt.datetime.now(dt.timezone.utc)
     load_start = os.getloadavg()[0]
@@ -108,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="densenas-seeds-") as tmp:
         for seed in args.seeds:
             print(f"searching {args.space} on {args.data}, seed {seed} ...", file=sys.stderr, flush=True)
+            out = (args.runs or Path(tmp)) / f"seed{seed}"
             options = SearchOptions(space=args.space, lut=args.lut, data=args.data, epochs=args.epochs, seed=seed,
-                                    out=str(Path(tmp) / f"seed{seed}"), device=args.device, max_steps=args.max_steps)
+                                    out=str(out), device=args.device, max_steps=args.max_steps,
+                                    resume=(out / CHECKPOINT).is_file())
             result = run_search(options, progress=False)
             params = json.loads(result.files.arch_params.read_text())
             runs[seed] = {"params": params, "arch": result.arch, "val": result.summary.get("val_top1"),
