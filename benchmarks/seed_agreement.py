@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                                     resume=(out / CHECKPOINT).is_file())
             result = run_search(options, progress=False)
             params = json.loads(result.files.arch_params.read_text())
+            epochs = json.loads(result.files.history.read_text())["epochs"]  # a reused search's own time
             runs[seed] = {"params": params, "arch": result.arch, "val": result.summary.get("val_top1"),
-                          "wall_s": result.wall_s}
+                          "wall_s": sum(e["seconds"] for e in epochs)}
     lines = ["| seeds | op logits: r (shuffled rows: mean, 95th pct; p) | most probable op agrees (chance) "
              "| path logits: r (shuffled: mean, 95th pct) | derived op counts: r |", "|---|---|---|---|---|"]
     for s1, s2 in itertools.combinations(args.seeds, 2):
