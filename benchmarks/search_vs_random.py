@@ -56,8 +56,8 @@ def _search(args, scratch: Path):
 
     out = args.search_dir or scratch
     options = SearchOptions(space=args.space, lut=args.lut, data=args.data, epochs=args.search_epochs,
-                            seed=args.search_seed, out=str(out), device=args.device, max_steps=args.max_steps,
-                            resume=(out / CHECKPOINT).is_file())
+                            arch_update_epoch=args.arch_update_epoch, seed=args.search_seed, out=str(out),
+                            device=args.device, max_steps=args.max_steps, resume=(out / CHECKPOINT).is_file())
     return run_search(options, progress=False)
 
 
@@ -210,6 +210,8 @@ def markdown(r: dict) -> str:
     a = r["args"]
     seeds = " ".join(str(s) for s in a["seeds"])
     epochs = f" --search-epochs {a['search_epochs']}" if a["search_epochs"] else ""
+    if a.get("arch_update_epoch") is not None:
+        epochs += f" --arch-update-epoch {a['arch_update_epoch']}"
     space = "" if a["space"] == "mbv2-tiny" else f" --space {a['space']}"
     lut = "" if a["lut"] is None else f" --lut {a['lut']}"
     cmd = (f"python benchmarks/search_vs_random.py{space}{lut} --data {a['data']}{epochs} "
@@ -259,6 +261,8 @@ def main() -> None:
     ap.add_argument("--lut", default=None, help="default: the space's shipped CPU LUT")
     ap.add_argument("--data", default="digits-clutter", help="digits-clutter, digits, or an image folder / LMDB directory")
     ap.add_argument("--search-epochs", type=int, default=None, help="default: the space's")
+    ap.add_argument("--arch-update-epoch", type=int, default=None,
+                    help="first search epoch with architecture steps (default: the space's)")
     ap.add_argument("--search-seed", type=int, default=1)
     ap.add_argument("--train-epochs", type=int, default=10)
     ap.add_argument("--random", type=int, default=10, help="random networks at the searched latency")

@@ -68,7 +68,7 @@ def test_a_kept_search_is_reused_not_run_again(tmp_path, tiny_lut):
 
     bench = _bench()
     args = argparse.Namespace(space="mbv2-tiny", lut=str(tiny_lut), data="digits", search_epochs=1, search_seed=1,
-                              device="cpu", max_steps=2, search_dir=tmp_path / "search")
+                              arch_update_epoch=None, device="cpu", max_steps=2, search_dir=tmp_path / "search")
     first = bench._search(args, tmp_path / "unused")
     assert (tmp_path / "search" / "checkpoint.pt").is_file() and not (tmp_path / "unused").exists()
     stamp = (tmp_path / "search" / "checkpoint.pt").stat().st_mtime_ns
