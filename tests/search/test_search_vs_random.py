@@ -3,26 +3,14 @@ networks drawn at the searched network's latency, and the report it writes."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from benchmarks import search_vs_random as bench
 from densenas.cost import arch_cost
+from densenas.lut.networks import sample_archs
 from densenas.lut.store import load_lut
 from densenas.space import SearchSpace
-from densenas.lut.networks import sample_archs
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("search_vs_random", ROOT / "benchmarks" / "search_vs_random.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_random_networks_lie_within_the_window_and_exclude_the_searched_one(tiny_lut):
-    bench = _bench()
     space, lut = SearchSpace.load("mbv2-tiny"), load_lut(tiny_lut)
     searched = sample_archs(space, 1, seed=5)[0]
     target = float(arch_cost(searched, lut).total)
@@ -35,7 +23,6 @@ def test_random_networks_lie_within_the_window_and_exclude_the_searched_one(tiny
 
 
 def test_report_states_rank_sign_test_and_tau():
-    bench = _bench()
     args = dict(space="mbv2-tiny", data="digits-clutter", search_epochs=None, search_seed=1, train_epochs=4,
                 random=2, seeds=[0, 1], tolerance=0.03, draw_seed=0, device="cpu", lut=None, jobs=2)
     r = {"args": args, "latency_ms": 0.2, "search_top1": 80.0, "search_derived_top1": 70.0, "net_config": "x",
@@ -52,7 +39,6 @@ def test_report_states_rank_sign_test_and_tau():
 
 
 def test_retraining_agreement_is_the_seeds_ranking_each_other():
-    bench = _bench()
     same = [[70.0, 71.0, 72.0], [75.0, 76.0, 77.0], [80.0, 81.0, 82.0], [60.0, 61.0, 62.0]]
     assert bench.retraining_agreement(same) == (1.0, 1.0)
     # seed 1 ranks the networks in reverse of seeds 0 and 2
@@ -66,7 +52,6 @@ def test_retraining_agreement_is_the_seeds_ranking_each_other():
 def test_a_kept_search_is_reused_not_run_again(tmp_path, tiny_lut):
     import argparse
 
-    bench = _bench()
     args = argparse.Namespace(space="mbv2-tiny", lut=str(tiny_lut), data="digits", search_epochs=1, search_seed=1,
                               arch_update_epoch=None, device="cpu", max_steps=2, search_dir=tmp_path / "search")
     first = bench._search(args, tmp_path / "unused")

@@ -3,21 +3,10 @@ searches kept with --runs reused rather than run again."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("seed_agreement", ROOT / "benchmarks" / "seed_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import seed_agreement as bench
 
 
 def test_two_seeds_are_compared_and_kept_searches_reused(tmp_path, tiny_lut, capsys):
-    bench = _bench()
     argv = ["--lut", str(tiny_lut), "--epochs", "1", "--max-steps", "2", "--runs", str(tmp_path), "--no-write"]
     assert bench.main(argv) == 0
     first = capsys.readouterr().out
