@@ -21,10 +21,10 @@
 
 With ``--jobs 2`` on 2 CPU cores the 33 retrainings take about 16 minutes and the
 36-epoch search about as long again; ``--search-dir`` keeps the search for a rerun. On a
-GPU the same runs on real data with ``--data PATH`` (an ImageFolder with train/ and val/, e.g. CIFAR-10 exported as
-images, or ImageNet-100 packed with ``densenas data pack-lmdb``) and ``--device cuda``,
-with ``--space`` the space for that input size and more ``--search-epochs`` and
-``--train-epochs``.
+GPU the same runs on real data with ``--data PATH`` (an ImageFolder with train/ and val/,
+e.g. CIFAR-10 exported as images, or ImageNet-100 packed with ``densenas data
+pack-lmdb``) and ``--device cuda``, with ``--space`` the space for that input size and
+more ``--search-epochs`` and ``--train-epochs``.
 """
 
 from __future__ import annotations
@@ -154,9 +154,14 @@ def retraining_agreement(acc: list[list[float]]) -> tuple[float | None, float | 
     return _mean_finite(pairs), _mean_finite(rest)
 
 
+def _finite(value: float) -> float | None:
+    """``value``, or None where it is undefined (a tau over tied accuracies is NaN)."""
+    return float(value) if math.isfinite(value) else None
+
+
 def _mean_finite(values: list[float]) -> float | None:
-    """The mean of the defined values (a tau over tied accuracies has none)."""
-    kept = [float(v) for v in values if math.isfinite(v)]
+    """The mean of the defined values."""
+    kept = [v for v in map(_finite, values) if v is not None]
     return statistics.mean(kept) if kept else None
 
 
@@ -202,8 +207,8 @@ def run(args) -> dict:
         "random_net_configs": [a.to_dict()["net_config"] for a, _ in randoms],
         "inherited_top1": inherited, "retrained_top1": acc, "mean_top1": means, "rank": rank,
         "of": len(archs), "median_random_top1": statistics.median(means[1:]), "wins": wins, "losses": losses,
-        "sign_p": None if sign is None else sign.pvalue, "kendall_tau": _mean_finite([tau.statistic]),
-        "kendall_p": _mean_finite([tau.pvalue]), "seed_pairs_tau": seed_pairs_tau, "seed_vs_rest_tau": seed_vs_rest_tau,
+        "sign_p": None if sign is None else sign.pvalue, "kendall_tau": _finite(tau.statistic),
+        "kendall_p": _finite(tau.pvalue), "seed_pairs_tau": seed_pairs_tau, "seed_vs_rest_tau": seed_vs_rest_tau,
         "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
 
