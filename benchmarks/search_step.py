@@ -4,7 +4,8 @@
 
 Times, on one batch of the search data, the engine's own weight step (one sampled op per
 mixed op, SGD) and architecture step (two sampled ops, chained cost, Adam, rescale), and
-a plain SGD step of the Viterbi-derived network; reports medians and spreads after a
+a plain SGD step of the Viterbi-derived network, in the memory format the product trains
+in on the device and in each other one asked for; reports medians and spreads after a
 warm-up, the supernet's parameter bytes and peak memory (RSS on CPU, allocator peak on
 CUDA), and writes them into a section of benchmarks/RESULTS.md.
 """
@@ -92,6 +93,7 @@ def _flops(engine, x: torch.Tensor, derived: torch.nn.Module) -> dict[str, float
 def run(space: str, batch_size: int | None, device: str, threads: int | None, min_reps: int, min_s: float) -> dict:
     from densenas.nets import build_derived
     from densenas.search import SearchEngine, SearchOptions
+    from densenas import runtime as rt
     from densenas.runtime import DistContext
     from densenas.search.settings import fresh
 
@@ -114,9 +116,9 @@ def run(space: str, batch_size: int | None, device: str, threads: int | None, mi
     arch = _timed(lambda i: engine.arch_step(xv, yv, 0, i), dev, warmup=3, min_reps=min_reps, min_s=min_s)
     super_peak = _peak_mb(dev)
 
-    derived = build_derived(arch_def).to(dev).train()
+    derived = rt.to_device(build_derived(arch_def), dev).train()
     opt = torch.optim.SGD(derived.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
-    xd, yd = x.to(dev), y.to(dev)
+    xd, yd = rt.images_to(x, dev), y.to(dev)
 
     def derived_step(_: int) -> None:
         opt.zero_grad(set_to_none=True)
@@ -148,8 +150,10 @@ def run(space: str, batch_size: int | None, device: str, threads: int | None, mi
     }
 
 
-def markdown(r: dict) -> str:
-    w, a, d = r["weight_step"], r["arch_step"], r["derived_step"]
+def markdown(results: dict[str, dict]) -> str:
+    """One table over the memory formats timed (``results`` by format name, the first the
+    product's default), then the compute floor and memory of the first."""
+    r = next(iter(results.values()))
     cpu = f"{platform.machine()}, {platform.system()} {platform.release()}"
     lines = [
         SECTION,
@@ -158,13 +162,23 @@ def markdown(r: dict) -> str:
         f"{r['threads']} intra-op threads; space {r['space']}, batch {r['batch']} (one batch of the digits search data); "
         f"load average {r['load'][0]:.2f} at start, {r['load'][1]:.2f} at end (a shared machine: other work adds noise).",
         "",
-        "| step | median ms | IQR ms | reps | x derived |",
-        "|---|---:|---:|---:|---:|",
+        "| memory format | step | median ms | IQR ms | reps | x derived |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for name, s in (("search: weight step (1 op per mixed op, SGD)", w),
-                    ("search: arch step (2 ops, chained cost, Adam, rescale)", a),
-                    ("derived network: SGD training step", d)):
-        lines.append(f"| {name} | {s['median_ms']:.1f} | {s['iqr_ms']:.1f} | {s['n']} | {s['median_ms'] / d['median_ms']:.1f} |")
+    for fmt, res in results.items():
+        d = res["derived_step"]
+        for name, s in (("search: weight step (1 op per mixed op, SGD)", res["weight_step"]),
+                        ("search: arch step (2 ops, chained cost, Adam, rescale)", res["arch_step"]),
+                        ("derived network: SGD training step", d)):
+            lines.append(f"| {fmt} | {name} | {s['median_ms']:.1f} | {s['iqr_ms']:.1f} | {s['n']} | "
+                         f"{s['median_ms'] / d['median_ms']:.1f} |")
+    if len(results) > 1:
+        base, *others = results.items()
+        for fmt, res in others:
+            lines += ["", f"{base[0]} against {fmt}: " + ", ".join(
+                f"{label} {res[key]['median_ms'] / base[1][key]['median_ms']:.2f}x faster"
+                for label, key in (("weight step", "weight_step"), ("arch step", "arch_step"),
+                                   ("derived step", "derived_step")))]
     f = r["flops"]
     lines += [
         "",
@@ -190,10 +204,18 @@ def main() -> None:
     ap.add_argument("--min-reps", type=int, default=20)
     ap.add_argument("--min-seconds", type=float, default=3.0)
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--memory-formats", nargs="*", default=["channels_last", "contiguous"],
+                    help="layouts to time beside the default one (first in the table)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    r = run(args.space, args.batch_size, args.device, args.threads, args.min_reps, args.min_seconds)
-    text = markdown(r)
+    from densenas.runtime import LAYOUT_ENV, LAYOUTS, layout
+
+    default = next(name for name, fmt in LAYOUTS.items() if fmt == layout(args.device))
+    results = {}
+    for fmt in [default, *(f for f in args.memory_formats if f != default)]:
+        os.environ[LAYOUT_ENV] = fmt
+        results[fmt] = run(args.space, args.batch_size, args.device, args.threads, args.min_reps, args.min_seconds)
+    text = markdown(results)
     print(text)
     if not args.no_write:
         write_section(text, "search-step", path=args.results)

@@ -104,6 +104,34 @@ def process_group(device: str) -> Iterator[DistContext]:
     shutdown(ctx, wait_for_all=True)
 
 
+LAYOUT_ENV = "DENSENAS_MEMORY_FORMAT"
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def layout(device: torch.device | str) -> torch.memory_format:
+    """The memory format networks train and evaluate in on ``device``: channels_last on
+    CPU, where oneDNN's depthwise convolution backward, most of an MBConv network's
+    training step, runs several times faster in it (ResNet blocks about even); the default
+    elsewhere. ``DENSENAS_MEMORY_FORMAT=contiguous|channels_last`` overrides it, for a CPU
+    where the default measures slower (``benchmarks/search_step.py`` times both)."""
+    name = os.environ.get(LAYOUT_ENV)
+    if name:
+        if name not in LAYOUTS:
+            raise DensenasError(f"{LAYOUT_ENV}={name!r}: choose one of {', '.join(LAYOUTS)}")
+        return LAYOUTS[name]
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def to_device(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` on ``device`` in the layout it trains in there."""
+    return module.to(device=device, memory_format=layout(device))
+
+
+def images_to(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A batch of images (N, C, H, W) on ``device`` in the layout its networks run in."""
+    return images.to(device, non_blocking=True, memory_format=layout(device))
+
+
 def wrap_ddp(model: nn.Module, ctx: DistContext, *, ignore: Sequence[str] = (), **options: Any) -> nn.Module:
     """``model`` under DistributedDataParallel on this rank's device (the parameters
     named in ``ignore`` left out of its reducer); the model itself on one process."""

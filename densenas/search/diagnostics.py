@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from densenas import runtime as rt
 from densenas.arch import Arch, fit_to_space
 from densenas.cost.tables import CostTables
 from densenas.signature import OpSpec
@@ -132,10 +133,10 @@ def path_correct(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, batc
 
     net = build_derived(arch)
     copy_path_weights(net, arch, space, supernet, where="single-path check")
-    net.to(device).train()
+    rt.to_device(net, device).train()
     correct = count = 0.0
     for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = rt.images_to(x, device), y.to(device, non_blocking=True)
         correct += float((net(x).argmax(1) == y).sum())
         count += y.numel()
     return correct, count
@@ -148,7 +149,7 @@ def supernet_path_correct(supernet: torch.nn.Module, head, stack, batches, devic
     supernet.train()
     correct = count = 0.0
     for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = rt.images_to(x, device), y.to(device, non_blocking=True)
         correct += float((supernet(x, head, stack).argmax(1) == y).sum())
         count += y.numel()
     return correct, count

@@ -169,8 +169,8 @@ class SearchEngine:
                                                    num_classes=self.num_classes).to(self.device)
         else:
             self.latency_tables = None
-        self.net = SuperNet(self.space, self.num_classes, bn_momentum=self.cfg.bn_momentum,
-                            bn_eps=self.cfg.bn_eps, weights=self.cfg.weights).to(self.device)
+        self.net = rt.to_device(SuperNet(self.space, self.num_classes, bn_momentum=self.cfg.bn_momentum,
+                                         bn_eps=self.cfg.bn_eps, weights=self.cfg.weights), self.device)
         self.arch_params = self.net.arch_parameters()
         self.weight_params = self.net.weight_parameters()
         arch_ids = {id(p) for p in self.arch_params}
@@ -291,7 +291,7 @@ class SearchEngine:
         two sampled ops per mixed op, CE + cost term, averaged gradients, Adam, rescale."""
         net = self.net
         _requires_grad(self.arch_params, True)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x, y = rt.images_to(x, self.device), y.to(self.device, non_blocking=True)
         where = f" (epoch {epoch}, arch step {step})"
         self.sampler.reseed(epoch, "arch", step)
         path = self.sampler.sample(net.head_alphas, net.stack_alphas, 2, self.cfg.sample_policy,
@@ -336,7 +336,7 @@ class SearchEngine:
         parameters take no part in the backward pass)."""
         net = self.net
         _requires_grad(self.arch_params, False)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        x, y = rt.images_to(x, self.device), y.to(self.device, non_blocking=True)
         where = f" (epoch {epoch}, weight step {step})"
         self.sampler.reseed(epoch, "weights", step)
         path = self.sampler.sample(net.head_alphas, net.stack_alphas, self.cfg.weight_sample_num, policy,
@@ -362,7 +362,7 @@ class SearchEngine:
         loss_sum = correct1 = correct5 = count = 0.0
         with self._progress(f"epoch {epoch} val", self.val_steps) as tick:
             for _, (x, y) in _batches(self.data.val, self.val_steps):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                x, y = rt.images_to(x, self.device), y.to(self.device, non_blocking=True)
                 logits = net(x, head, stack)
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 top = logits.topk(min(5, logits.shape[1]), dim=1).indices

@@ -29,7 +29,7 @@ from torch import nn
 from densenas.arch import Arch, arch_from_dict, load_arch
 from densenas.errors import DensenasError
 from densenas.fileio import torch_save
-from densenas.runtime import load_state, read_torch_file
+from densenas.runtime import images_to, load_state, read_torch_file
 
 WEIGHTS_SCHEMA = "densenas.weights/1"
 # /2 holds the RNG states as densenas.runtime.capture_rng returns them; /1 (lists) still resumes
@@ -248,7 +248,7 @@ def evaluate(
     start = time.perf_counter()
     with torch.inference_mode():
         for images, labels in batches:
-            images = images.to(dev, non_blocking=True)
+            images = images_to(images, dev)
             labels = labels.to(dev, non_blocking=True)
             logits = logits_of(model(images))
             sums += accuracy_counts(logits, labels, sum_loss=True)

@@ -77,7 +77,7 @@ class Trainer:
 
         self.model = build_network(self.spec, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps)
         check_runs(self.model, self.spec, self.image_size)
-        self.model.to(self.device)
+        rt.to_device(self.model, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
             weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
@@ -217,7 +217,7 @@ class Trainer:
                 lr = lr_at(self.recipe, epoch * self.steps_per_epoch + i, self.steps_per_epoch)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                images = images.to(self.device, non_blocking=True)
+                images = rt.images_to(images, self.device)
                 labels = labels.to(self.device, non_blocking=True)
                 logits = logits_of(self.net(images))
                 loss = self.criterion(logits, labels)
