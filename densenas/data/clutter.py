@@ -111,11 +111,10 @@ def render(images: np.ndarray, labels: np.ndarray, seed: int, renders: int = REN
 def clutter_arrays(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train and val images and labels of the task for ``seed`` (cached: rendering takes a
     second or two)."""
-    from densenas.data.digits import digits_arrays, digits_split
+    from densenas.data.digits import digits_splits
 
-    images, labels = digits_arrays()
-    train_idx, val_idx = digits_split(seed)
+    train, val = digits_splits(seed)
     # distinct streams for the two splits, both fixed by the seed
-    xt, yt = render(images[train_idx], labels[train_idx], seed * 2 + 1)
-    xv, yv = render(images[val_idx], labels[val_idx], seed * 2 + 2)
+    xt, yt = render(*train, seed * 2 + 1)
+    xv, yv = render(*val, seed * 2 + 2)
     return xt, yt, xv, yv

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
-from densenas.data.digits import digits_arrays, digits_split
+from densenas.data.digits import digits_splits
 from densenas.errors import DensenasError
 
 DIGITS = "digits"
@@ -213,9 +213,7 @@ class FreshClutter(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long) % n
         g = _batch_generator(self.seed, indices)
         x = draw(self.digits[idx], self.digits[clutter_sources(n, idx, g)], g)
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return ((x - self.mean) / self.std).expand(-1, 3, -1, -1), self.labels[idx]
+        return _grey_to_rgb(_resized(x, self.image_size), self.mean, self.std), self.labels[idx]
 
 
 class StackedImages(Dataset):
@@ -278,42 +276,39 @@ def resolve_data(data: str) -> _Source:
     )
 
 
+def _resized(x: torch.Tensor, image_size: int) -> torch.Tensor:
+    if x.shape[-1] == image_size:
+        return x
+    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+
+def _grey_to_rgb(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalised grey images as 3 channels: a view, no copy."""
+    return ((x - mean) / std).expand(-1, 3, -1, -1)
+
+
 @functools.lru_cache(maxsize=1)
 def _digits(image_size: int, seed: int, shift: int, kind: str = DIGITS) -> tuple[_Split, _Split]:
     """The plain digits (upscaled from 8x8) or the cluttered ones (resampled from 32x32)."""
+    (train_images, train_labels), (val_images, val_labels) = digits_splits(seed)
     if kind == DIGITS_CLUTTER:
         from densenas.data.clutter import clutter_arrays
 
         xt, y_train, xv, y_val = clutter_arrays(seed)
     else:
-        images, labels = digits_arrays()
-        x = torch.from_numpy(images)[:, None]  # (N, 1, 8, 8) in [0, 1]
-        train_idx, val_idx = (torch.from_numpy(i) for i in digits_split(seed))
-        y = torch.from_numpy(labels)
-        xt, y_train, xv, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-
-    def sized(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == image_size:
-            return x
-        return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-
-    xt, xv = sized(xt), sized(xv)
+        xt, xv = torch.from_numpy(train_images)[:, None], torch.from_numpy(val_images)[:, None]  # (N, 1, 8, 8) in [0, 1]
+        y_train, y_val = torch.from_numpy(train_labels), torch.from_numpy(val_labels)
+    xt, xv = _resized(xt, image_size), _resized(xv, image_size)
     mean, std = xt.mean(), xt.std()
-
-    def rgb(x: torch.Tensor) -> torch.Tensor:  # normalised grey to 3 channels as a view, no copy
-        return ((x - mean) / std).expand(-1, 3, -1, -1)
-
     classes = [str(i) for i in range(10)]
-    val = _Split(TensorImages(rgb(xv), y_val), classes)
+    val = _Split(TensorImages(_grey_to_rgb(xv, mean, std), y_val), classes)
     if kind == DIGITS_CLUTTER:  # the task is its drawing procedure: every training batch drawn anew
         from densenas.data.clutter import RENDERS
 
-        images, labels = digits_arrays()
-        train_idx = torch.from_numpy(digits_split(seed)[0])
-        fresh = FreshClutter(torch.from_numpy(images)[train_idx], torch.from_numpy(labels)[train_idx],
+        fresh = FreshClutter(torch.from_numpy(train_images), torch.from_numpy(train_labels),
                              renders=RENDERS, seed=seed, mean=mean, std=std, image_size=image_size)
         return _Split(fresh, classes), val
-    return _Split(TensorImages(rgb(xt), y_train, shift=shift, seed=seed), classes), val
+    return _Split(TensorImages(_grey_to_rgb(xt, mean, std), y_train, shift=shift, seed=seed), classes), val
 
 
 def _image_transform(image_size: int) -> Any:

@@ -25,3 +25,10 @@ def digits_split(seed: int, val_fraction: float = VAL_FRACTION) -> tuple[np.ndar
         np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
     )
     return np.sort(train_idx), np.sort(val_idx)
+
+
+def digits_splits(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) of the train split and of the val split for ``seed``."""
+    images, labels = digits_arrays()
+    train_idx, val_idx = digits_split(seed)
+    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
