@@ -3,7 +3,7 @@ space, data, LUT and settings), then, for every pair of seeds: the Pearson corre
 their op logits (each mixed op's row centred, since a softmax ignores a shift) and of
 their path logits, beside the same correlation with the second seed's rows shuffled among
 rows of the same size (what agreement by structure alone gives); the share of mixed ops
-whose most probable op agrees, beside chance; and the correlation of the derived
+whose most probable op agrees, beside chance and beside the same with rows shuffled; and the correlation of the derived
 networks' op counts.
 
     python benchmarks/seed_agreement.py                       # mbv2-tiny, digits, seeds 1 2
@@ -75,8 +75,10 @@ def agreement(a: dict, b: dict, seed: int) -> dict[str, float]:
     by_size: dict[int, list] = {}
     for k in keys:
         by_size.setdefault(a[k].size, []).append(k)
+    top_a, top_b = {k: a[k].argmax() for k in keys}, {k: b[k].argmax() for k in keys}
+    agree = float(np.mean([top_a[k] == top_b[k] for k in keys]))
     rng = random.Random(seed)
-    null = []
+    null, null_agree = [], []
     for _ in range(SHUFFLES):
         mapping = {}
         for group in by_size.values():
@@ -84,11 +86,13 @@ def agreement(a: dict, b: dict, seed: int) -> dict[str, float]:
             rng.shuffle(shuffled)
             mapping.update(zip(group, shuffled))
         null.append(np.corrcoef(x, np.concatenate([b[mapping[k]] for k in keys]))[0, 1])
-    null_arr = np.asarray(null)
+        null_agree.append(np.mean([top_a[k] == top_b[mapping[k]] for k in keys]))
+    null_arr, agree_arr = np.asarray(null), np.asarray(null_agree)
     return {"rows": len(keys), "r": r, "null_mean": float(null_arr.mean()), "null_95": float(np.quantile(null_arr, 0.95)),
             "p": float(np.mean(null_arr >= r)),
-            "argmax_agree": float(np.mean([a[k].argmax() == b[k].argmax() for k in keys])),
-            "chance": float(np.mean([1.0 / a[k].size for k in keys]))}
+            "argmax_agree": agree, "chance": float(np.mean([1.0 / a[k].size for k in keys])),
+            # agreement of the most probable ops with rows shuffled: what the ops' overall preferences give
+            "argmax_null_mean": float(agree_arr.mean()), "argmax_p": float(np.mean(agree_arr >= agree))}
 
 
 def op_counts(arch) -> Counter:
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs = json.loads(result.files.history.read_text())["epochs"]  # a reused search's own time
             runs[seed] = {"params": params, "arch": result.arch, "val": result.summary.get("val_top1"),
                           "wall_s": sum(e["seconds"] for e in epochs)}
-    lines = ["| seeds | op logits: r (shuffled rows: mean, 95th pct; p) | most probable op agrees (chance) "
+    lines = ["| seeds | op logits: r (shuffled rows: mean, 95th pct; p) | most probable op agrees (chance; shuffled rows, p) "
              "| path logits: r (shuffled: mean, 95th pct) | derived op counts: r |", "|---|---|---|---|---|"]
     for s1, s2 in itertools.combinations(args.seeds, 2):
         p1, p2 = runs[s1]["params"], runs[s2]["params"]
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         names = sorted(set(c1) | set(c2))
         mix_r = float(np.corrcoef([c1[n] for n in names], [c2[n] for n in names])[0, 1]) if len(names) > 1 else float("nan")
         lines.append(f"| {s1}, {s2} | {ops['r']:.2f} ({ops['null_mean']:.2f}, {ops['null_95']:.2f}; p {ops['p']:.3f}) "
-                     f"| {ops['argmax_agree']:.0%} of {ops['rows']} ({ops['chance']:.0%}) "
+                     f"| {ops['argmax_agree']:.0%} of {ops['rows']} ({ops['chance']:.0%}; "
+                     f"{ops['argmax_null_mean']:.0%}, p {ops['argmax_p']:.3f}) "
                      f"| {paths['r']:.2f} ({paths['null_mean']:.2f}, {paths['null_95']:.2f}) | {mix_r:.2f} |")
     seeds_line = "; ".join(f"seed {s}: supernet val top-1 {r['val']:.1f}%, {r['wall_s']:.0f} s" for s, r in runs.items())
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])

@@ -16,3 +16,18 @@ def test_two_seeds_are_compared_and_kept_searches_reused(tmp_path, tiny_lut, cap
     again = capsys.readouterr().out
     assert {s: (tmp_path / f"seed{s}" / "checkpoint.pt").stat().st_mtime_ns for s in (1, 2)} == stamps
     assert again.splitlines()[2] == first.splitlines()[2]  # the same searches, the same agreement row
+
+
+def test_agreement_is_judged_against_rows_shuffled_among_themselves():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = {("stack_alphas", i, 0): rng.normal(size=5) for i in range(30)}
+    same = bench.agreement(a, {k: v + 0.01 * rng.normal(size=5) for k, v in a.items()}, seed=0)
+    assert same["r"] > 0.99 and same["argmax_agree"] == 1.0
+    assert same["p"] < 0.01 and same["argmax_p"] < 0.01 and same["argmax_null_mean"] < 0.5
+    # every row preferring op 0 agrees everywhere, and so does every shuffle: no evidence
+    biased = {k: np.array([3.0, 0, 0, 0, 0]) + 0.1 * rng.normal(size=5) for k in a}
+    other = {k: np.array([3.0, 0, 0, 0, 0]) + 0.1 * rng.normal(size=5) for k in a}
+    res = bench.agreement(biased, other, seed=0)
+    assert res["argmax_agree"] == 1.0 and res["argmax_null_mean"] == 1.0 and res["argmax_p"] == 1.0
