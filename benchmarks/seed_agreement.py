@@ -68,23 +68,30 @@ def centred_rows(arch_params: dict, kinds: tuple[str, ...]) -> dict[tuple, np.nd
     return rows
 
 
-def agreement(a: dict, b: dict, seed: int) -> dict[str, float]:
-    keys = sorted(set(a) & set(b))
-    x = np.concatenate([a[k] for k in keys])
-    r = float(np.corrcoef(x, np.concatenate([b[k] for k in keys]))[0, 1])
+def _shuffle(keys: list, sizes: dict, rng: random.Random) -> dict:
+    """Each row key mapped to a random key of a row of the same size."""
     by_size: dict[int, list] = {}
     for k in keys:
-        by_size.setdefault(a[k].size, []).append(k)
+        by_size.setdefault(sizes[k], []).append(k)
+    mapping = {}
+    for group in by_size.values():
+        shuffled = group[:]
+        rng.shuffle(shuffled)
+        mapping.update(zip(group, shuffled))
+    return mapping
+
+
+def agreement(a: dict, b: dict, seed: int) -> dict[str, float]:
+    keys = sorted(set(a) & set(b))
+    sizes = {k: a[k].size for k in keys}
+    x = np.concatenate([a[k] for k in keys])
+    r = float(np.corrcoef(x, np.concatenate([b[k] for k in keys]))[0, 1])
     top_a, top_b = {k: a[k].argmax() for k in keys}, {k: b[k].argmax() for k in keys}
     agree = float(np.mean([top_a[k] == top_b[k] for k in keys]))
     rng = random.Random(seed)
     null, null_agree = [], []
     for _ in range(SHUFFLES):
-        mapping = {}
-        for group in by_size.values():
-            shuffled = group[:]
-            rng.shuffle(shuffled)
-            mapping.update(zip(group, shuffled))
+        mapping = _shuffle(keys, sizes, rng)
         null.append(np.corrcoef(x, np.concatenate([b[mapping[k]] for k in keys]))[0, 1])
         null_agree.append(np.mean([top_a[k] == top_b[mapping[k]] for k in keys]))
     null_arr, agree_arr = np.asarray(null), np.asarray(null_agree)
@@ -93,6 +100,28 @@ def agreement(a: dict, b: dict, seed: int) -> dict[str, float]:
             "argmax_agree": agree, "chance": float(np.mean([1.0 / a[k].size for k in keys])),
             # agreement of the most probable ops with rows shuffled: what the ops' overall preferences give
             "argmax_null_mean": float(agree_arr.mean()), "argmax_p": float(np.mean(agree_arr >= agree))}
+
+
+def pooled_agreement(rows: list[dict], seed: int) -> dict[str, float]:
+    """The mean correlation over every pair of seeds, beside the same with every seed but
+    the first given its own shuffle of rows (one per seed, so all pairs see the same
+    relabelling): one test for all pairs together, which share seeds and so are not
+    independent tests."""
+    keys = sorted(set.intersection(*(set(r) for r in rows)))
+    sizes = {k: rows[0][k].size for k in keys}
+
+    def mean_r(seqs: list[np.ndarray]) -> float:
+        return float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in itertools.combinations(seqs, 2)]))
+
+    observed = mean_r([np.concatenate([r[k] for k in keys]) for r in rows])
+    rng = random.Random(seed)
+    null = []
+    for _ in range(SHUFFLES):
+        maps = [{k: k for k in keys}] + [_shuffle(keys, sizes, rng) for _ in rows[1:]]
+        null.append(mean_r([np.concatenate([r[m[k]] for k in keys]) for r, m in zip(rows, maps)]))
+    null_arr = np.asarray(null)
+    return {"pairs": len(rows) * (len(rows) - 1) // 2, "r": observed, "null_mean": float(null_arr.mean()),
+            "null_95": float(np.quantile(null_arr, 0.95)), "p": float(np.mean(null_arr >= observed))}
 
 
 def op_counts(arch) -> Counter:
@@ -137,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {ops['argmax_agree']:.0%} of {ops['rows']} ({ops['chance']:.0%}; "
                      f"{ops['argmax_null_mean']:.0%}, p {ops['argmax_p']:.3f}) "
                      f"| {paths['r']:.2f} ({paths['null_mean']:.2f}, {paths['null_95']:.2f}) | {mix_r:.2f} |")
+    if len(args.seeds) > 2:
+        pooled = pooled_agreement([centred_rows(runs[s]["params"], ("head_alphas", "stack_alphas")) for s in args.seeds], 2)
+        lines += ["", f"All {pooled['pairs']} pairs together: mean op-logit r {pooled['r']:.2f} (every seed's rows shuffled: "
+                      f"mean {pooled['null_mean']:.2f}, 95th pct {pooled['null_95']:.2f}; p {pooled['p']:.4f})."]
     seeds_line = "; ".join(f"seed {s}: supernet val top-1 {r['val']:.1f}%, {r['wall_s']:.0f} s" for s, r in runs.items())
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join(lines + [

@@ -31,3 +31,17 @@ def test_agreement_is_judged_against_rows_shuffled_among_themselves():
     other = {k: np.array([3.0, 0, 0, 0, 0]) + 0.1 * rng.normal(size=5) for k in a}
     res = bench.agreement(biased, other, seed=0)
     assert res["argmax_agree"] == 1.0 and res["argmax_null_mean"] == 1.0 and res["argmax_p"] == 1.0
+
+
+def test_all_pairs_are_tested_together_against_one_shuffle_per_seed():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = {("stack_alphas", i, 0): rng.normal(size=4) for i in range(40)}
+    related = [{k: v + 0.5 * rng.normal(size=4) for k, v in base.items()} for _ in range(3)]
+    unrelated = [{k: rng.normal(size=4) for k in base} for _ in range(3)]
+    together = bench.pooled_agreement(related, seed=0)
+    assert together["pairs"] == 3 and together["r"] > 0.5 and together["p"] < 0.01
+    apart = bench.pooled_agreement(unrelated, seed=0)
+    assert abs(apart["r"]) < 0.2 and apart["p"] > 0.01
+    assert abs(apart["null_mean"]) < 0.05 and apart["null_95"] > apart["null_mean"]
