@@ -111,7 +111,7 @@ LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_
 def layout(device: torch.device | str) -> torch.memory_format:
     """The memory format networks train and evaluate in on ``device``: channels_last on
     CPU, where oneDNN's depthwise convolution backward, most of an MBConv network's
-    training step, runs several times faster in it (ResNet blocks about even); the default
+    training step, runs 2-3x faster in it (ResNet blocks about even); the default
     elsewhere. ``DENSENAS_MEMORY_FORMAT=contiguous|channels_last`` overrides it, for a CPU
     where the default measures slower (``benchmarks/search_step.py`` times both)."""
     name = os.environ.get(LAYOUT_ENV)
