@@ -8,7 +8,8 @@
 2. draws random networks of the space (seeded) whose predicted latency on the same LUT is
    within ``--tolerance`` of the searched network's, keeping the first ``--random``;
 3. scores every one inside the final supernet (inherited weights, batch statistics): the
-   supernet's own ranking;
+   supernet's own ranking; and again after ``--tune-steps`` SGD steps from those weights,
+   beside the same steps from scratch (what the inherited weights add);
 4. retrains the searched network and each random one from scratch with the same seeds
    (paired: seed s of the searched network against seed s of each random one), under the
    built-in data's recipe with ``--train-epochs`` epochs;
@@ -79,12 +80,36 @@ def _random_at(space, lut, latency: float, n: int, tolerance: float, seed: int, 
     return picked, tried
 
 
-def _supernet_scores(result, archs, args) -> list[float]:
-    """Each architecture's val accuracy inside the final supernet (its inherited weights)."""
+TUNE_LR, TUNE_MOMENTUM = 0.01, 0.9
+
+
+def _sgd_steps(net: torch.nn.Module, batches, device: torch.device) -> torch.nn.Module:
+    """``net`` after one plain SGD step on each of ``batches``."""
+    import torch.nn.functional as F
+
+    from densenas import runtime as rt
+
+    opt = torch.optim.SGD(net.parameters(), lr=TUNE_LR, momentum=TUNE_MOMENTUM)
+    net.train()
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(rt.images_to(x, device)), y.to(device)).backward()
+        opt.step()
+    return net
+
+
+def _supernet_scores(result, archs, args) -> dict[str, list[float]]:
+    """Each architecture's val accuracy inside the final supernet (its inherited weights,
+    batch statistics); with ``--tune-steps`` K also after K SGD steps on the first K
+    training batches from those weights, and, as the control, after the same K steps from
+    the network's own initialisation: what the inherited weights add to K steps."""
+    import itertools
+
+    from densenas import runtime as rt
     from densenas.data import build_loaders
-    from densenas.nets import SuperNet
+    from densenas.nets import SuperNet, build_derived
     from densenas.search.checkpoint import load_checkpoint
-    from densenas.search.diagnostics import path_correct
+    from densenas.search.diagnostics import batch_stat_correct, inherited_network
     from densenas.space import SearchSpace
 
     space = SearchSpace.load(result.settings.space_path)
@@ -94,11 +119,22 @@ def _supernet_scores(result, archs, args) -> list[float]:
     supernet.load_state_dict(state)
     data = build_loaders(args.data, image_size=space.input_size, batch_size=result.settings.batch_size,
                          seed=result.settings.seed)
-    batches = list(data.val)
-    scores = []
+    val = list(data.val)
+    train = list(itertools.islice(itertools.cycle(data.train), args.tune_steps))
+    device = torch.device(args.device)
+
+    def top1(net: torch.nn.Module) -> float:
+        correct, count = batch_stat_correct(net.train(), val, device)
+        return 100 * correct / count
+
+    scores: dict[str, list[float]] = {"inherited": [], "tuned": [], "scratch": []}
     for arch in archs:
-        correct, count = path_correct(supernet, arch, space, batches, torch.device(args.device))
-        scores.append(100 * correct / count)
+        scores["inherited"].append(top1(inherited_network(supernet, arch, space, device)))
+        if args.tune_steps:
+            torch.manual_seed(0)
+            scores["tuned"].append(top1(_sgd_steps(inherited_network(supernet, arch, space, device), train, device)))
+            torch.manual_seed(0)
+            scores["scratch"].append(top1(_sgd_steps(rt.to_device(build_derived(arch), device), train, device)))
     return scores
 
 
@@ -169,6 +205,10 @@ def _tau_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _p_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def run(args) -> dict:
     from scipy.stats import binomtest, kendalltau
 
@@ -191,14 +231,20 @@ def run(args) -> dict:
             raise SystemExit(f"only {len(randoms)} of {tried} random networks lie within "
                              f"{100 * args.tolerance:g}% of {latency:.4f} ms; widen --tolerance")
         archs = [searched] + [a for a, _ in randoms]
-        inherited = _supernet_scores(result, archs, args)
+        scores = _supernet_scores(result, archs, args)
         acc = _retrain_all(archs, args, tmp)
+    inherited = scores["inherited"]
     means = [statistics.mean(a) for a in acc]
     rank = 1 + sum(m > means[0] for m in means[1:])
     wins = sum(acc[0][k] > r[k] for r in acc[1:] for k in range(len(args.seeds)))
     losses = sum(acc[0][k] < r[k] for r in acc[1:] for k in range(len(args.seeds)))
     sign = binomtest(wins, wins + losses, 0.5, alternative="greater") if wins + losses else None
     tau = kendalltau(inherited[1:], means[1:])
+    tuned = {}
+    for key in ("tuned", "scratch"):
+        if scores[key]:
+            t = kendalltau(scores[key][1:], means[1:])
+            tuned.update({f"{key}_top1": scores[key], f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
     seed_pairs_tau, seed_vs_rest_tau = retraining_agreement(acc[1:])
     return {
         "args": vars(args), "latency_ms": latency, "search_top1": history.get("val_top1"),
@@ -209,6 +255,7 @@ def run(args) -> dict:
         "of": len(archs), "median_random_top1": statistics.median(means[1:]), "wins": wins, "losses": losses,
         "sign_p": None if sign is None else sign.pvalue, "kendall_tau": _finite(tau.statistic),
         "kendall_p": _finite(tau.pvalue), "seed_pairs_tau": seed_pairs_tau, "seed_vs_rest_tau": seed_vs_rest_tau,
+        "tune_steps": args.tune_steps, **tuned,
         "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
 
@@ -223,7 +270,8 @@ def markdown(r: dict) -> str:
     space = "" if a["space"] == "mbv2-tiny" else f" --space {a['space']}"
     lut = "" if a["lut"] is None else f" --lut {a['lut']}"
     cmd = (f"python benchmarks/search_vs_random.py{space}{lut} --data {a['data']}{epochs} "
-           f"--train-epochs {a['train_epochs']} --random {a['random']} --seeds {seeds} --jobs {a['jobs']}")
+           f"--train-epochs {a['train_epochs']} --random {a['random']} --seeds {seeds} --jobs {a['jobs']}"
+           f"{'' if a.get('tune_steps', 30) == 30 else ' --tune-steps ' + str(a['tune_steps'])}")
     lines = [
         SECTION, "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, {a['device']}, {r['threads']} threads; space {a['space']}, "
@@ -236,15 +284,20 @@ def markdown(r: dict) -> str:
         f"Random networks: the first {r['of'] - 1} of {r['random_drawn']} drawn within "
         f"±{100 * a['tolerance']:g}% of that latency (draw seed {a['draw_seed']}).",
         "",
-        "| network | predicted ms | inside the supernet (inherited) top-1 % | retrained top-1 % per seed | mean |",
-        "|---|---:|---:|---|---:|",
+    ]
+    steps = r.get("tune_steps") if r.get("tuned_top1") else 0
+    extra = f" after {steps} SGD steps: from inherited (from scratch) top-1 % |" if steps else ""
+    lines += [
+        f"| network | predicted ms | inside the supernet (inherited) top-1 % |{extra} retrained top-1 % per seed | mean |",
+        "|---|---:|---:|" + ("---:|" if steps else "") + "---|---:|",
     ]
     lat = [r["latency_ms"], *r["random_latency_ms"]]
     for i, (ms, inh, acc, m) in enumerate(zip(lat, r["inherited_top1"], r["retrained_top1"], r["mean_top1"])):
         name = "**searched**" if i == 0 else f"random {i}"
-        lines.append(f"| {name} | {ms:.4f} | {inh:.1f} | {', '.join(f'{x:.1f}' for x in acc)} | {m:.2f} |")
+        tuned = f" {r['tuned_top1'][i]:.1f} ({r['scratch_top1'][i]:.1f}) |" if steps else ""
+        lines.append(f"| {name} | {ms:.4f} | {inh:.1f} |{tuned} {', '.join(f'{x:.1f}' for x in acc)} | {m:.2f} |")
     p = "n/a" if r["sign_p"] is None else f"{r['sign_p']:.3g}"
-    tau_p = "n/a" if r["kendall_p"] is None else f"{r['kendall_p']:.3g}"
+    tau_p = _p_text(r["kendall_p"])
     lines += [
         "",
         f"- Searched network's rank by mean retrained accuracy: **{r['rank']} of {r['of']}**; median random "
@@ -257,6 +310,10 @@ def markdown(r: dict) -> str:
         f"another {_tau_text(r['seed_pairs_tau'])}, one seed against the mean of the others "
         f"{_tau_text(r['seed_vs_rest_tau'])} "
         "(mean tau over seeds).",
+        *([f"- Kendall's tau after {steps} SGD steps (lr {TUNE_LR:g}, momentum {TUNE_MOMENTUM:g}, the same "
+           f"training batches for every network) from the inherited weights: **{_tau_text(r['tuned_tau'])}** "
+           f"(p = {_p_text(r['tuned_p'])}); the same steps from scratch: {_tau_text(r['scratch_tau'])} "
+           f"(p = {_p_text(r['scratch_p'])})."] if steps else []),
         f"- Wall time {r['wall_s'] / 60:.1f} min.",
         "",
     ]
@@ -277,6 +334,9 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=10, help="random networks at the searched latency")
     ap.add_argument("--tolerance", type=float, default=0.03, help="relative latency window")
     ap.add_argument("--draw-seed", type=int, default=0)
+    ap.add_argument("--tune-steps", type=int, default=30,
+                    help="also score each network after this many SGD steps from its inherited weights, and from "
+                         "scratch as the control (0: inherited weights only)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="paired retraining seeds")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="retraining processes at once (one thread each)")
@@ -288,6 +348,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--save", type=Path, default=None, help="also write every figure of the run to this JSON file")
     args = ap.parse_args()
+    if args.tune_steps < 0:
+        ap.error("--tune-steps must be 0 or more")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args)

@@ -124,35 +124,40 @@ RANDOM_PATHS = 3  # random single paths evaluated per epoch
 
 
 @torch.no_grad()
-def path_correct(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, batches, device: torch.device) -> tuple[float, float]:
-    """(correct, count) of one single path of ``supernet`` on ``batches``: the derived network
-    of ``arch`` with the supernet's weights (``densenas.nets.inherit``), batch norm on batch
-    statistics, since running statistics gathered under path sampling belong to no one path."""
+def batch_stat_correct(forward, batches, device: torch.device) -> tuple[float, float]:
+    """(correct, count) of ``forward`` (a network in train mode, so batch norm runs on batch
+    statistics) on ``batches``."""
+    correct = count = 0.0
+    for x, y in batches:
+        x, y = rt.images_to(x, device), y.to(device, non_blocking=True)
+        correct += float((forward(x).argmax(1) == y).sum())
+        count += y.numel()
+    return correct, count
+
+
+def inherited_network(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, device: torch.device,
+                      where: str = "single-path check") -> torch.nn.Module:
+    """The derived network of ``arch`` holding ``supernet``'s weights (``densenas.nets.inherit``)."""
     from densenas.nets import build_derived
     from densenas.nets.inherit import copy_path_weights
 
     net = build_derived(arch)
-    copy_path_weights(net, arch, space, supernet, where="single-path check")
-    rt.to_device(net, device).train()
-    correct = count = 0.0
-    for x, y in batches:
-        x, y = rt.images_to(x, device), y.to(device, non_blocking=True)
-        correct += float((net(x).argmax(1) == y).sum())
-        count += y.numel()
-    return correct, count
+    copy_path_weights(net, arch, space, supernet, where=where)
+    return rt.to_device(net, device)
 
 
-@torch.no_grad()
+def path_correct(supernet: torch.nn.Module, arch: Arch, space: SearchSpace, batches, device: torch.device) -> tuple[float, float]:
+    """(correct, count) of one single path of ``supernet`` on ``batches``: the derived network
+    of ``arch`` with the supernet's weights, batch norm on batch statistics, since running
+    statistics gathered under path sampling belong to no one path."""
+    return batch_stat_correct(inherited_network(supernet, arch, space, device).train(), batches, device)
+
+
 def supernet_path_correct(supernet: torch.nn.Module, head, stack, batches, device: torch.device) -> tuple[float, float]:
     """(correct, count) of the supernet running one path (one op per mixed op, every block
     and branch, as a weight step trains it), batch norm on batch statistics."""
     supernet.train()
-    correct = count = 0.0
-    for x, y in batches:
-        x, y = rt.images_to(x, device), y.to(device, non_blocking=True)
-        correct += float((supernet(x, head, stack).argmax(1) == y).sum())
-        count += y.numel()
-    return correct, count
+    return batch_stat_correct(lambda x: supernet(x, head, stack), batches, device)
 
 
 def at_chance(top1: float | None, num_classes: int) -> bool:

@@ -60,3 +60,35 @@ def test_a_kept_search_is_reused_not_run_again(tmp_path, tiny_lut):
     again = bench._search(args, tmp_path / "unused")
     assert again.arch.to_dict() == first.arch.to_dict() and again.epochs_done == 1
     assert (tmp_path / "search" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_report_shows_the_few_step_scores_beside_their_control():
+    args = dict(space="mbv2-tiny", data="digits-clutter", search_epochs=36, arch_update_epoch=8, search_seed=1,
+                train_epochs=4, random=2, seeds=[0, 1], tolerance=0.03, draw_seed=0, device="cpu", lut=None, jobs=2,
+                tune_steps=10)
+    r = {"args": args, "latency_ms": 0.2, "search_top1": 80.0, "search_derived_top1": 70.0, "net_config": "x",
+         "random_latency_ms": [0.201, 0.199], "random_drawn": 40, "inherited_top1": [70.0, 60.0, 65.0],
+         "retrained_top1": [[90.0, 91.0], [85.0, 86.0], [88.0, 92.0]], "mean_top1": [90.5, 85.5, 90.0],
+         "rank": 1, "of": 3, "median_random_top1": 87.75, "wins": 3, "losses": 1, "sign_p": 0.3125,
+         "kendall_tau": 1.0, "kendall_p": 1.0, "seed_pairs_tau": 0.33, "seed_vs_rest_tau": None,
+         "tune_steps": 10, "tuned_top1": [75.0, 61.0, 66.0], "tuned_tau": 1.0, "tuned_p": 1.0,
+         "scratch_top1": [12.0, 11.0, 10.0], "scratch_tau": -1.0, "scratch_p": 1.0, "wall_s": 60.0, "threads": 1}
+    text = bench.markdown(r)
+    assert "| random 2 | 0.1990 | 65.0 | 66.0 (10.0) | 88.0, 92.0 | 90.00 |" in text
+    assert "after 10 SGD steps" in text and "from scratch: -1.00" in text and "--tune-steps 10`" in text
+
+
+def test_networks_are_scored_inherited_then_after_a_few_steps_and_from_scratch(tmp_path, tiny_lut):
+    import argparse
+
+    args = argparse.Namespace(space="mbv2-tiny", lut=str(tiny_lut), data="digits", search_epochs=1, search_seed=1,
+                              arch_update_epoch=None, device="cpu", max_steps=2, search_dir=tmp_path / "search",
+                              tune_steps=3)
+    result = bench._search(args, tmp_path / "unused")
+    archs = [result.arch, *sample_archs(SearchSpace.load("mbv2-tiny"), 2, seed=3)]
+    scores = bench._supernet_scores(result, archs, args)
+    assert {k: len(v) for k, v in scores.items()} == {"inherited": 3, "tuned": 3, "scratch": 3}
+    assert all(0.0 <= x <= 100.0 for v in scores.values() for x in v)
+    assert scores == bench._supernet_scores(result, archs, args)  # seeded: the same scores again
+    args.tune_steps = 0
+    assert bench._supernet_scores(result, archs, args)["tuned"] == []
