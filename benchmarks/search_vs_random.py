@@ -17,7 +17,8 @@
    (``scipy.stats.binomtest``, one-sided: searched better), and Kendall's tau between the
    supernet's accuracies and the retrained ones, beside the retraining's own agreement
    (the tau of each seed's ranking against the mean of the other seeds': how well any
-   predictor can be seen to rank these networks); writes a section of
+   predictor can be seen to rank these networks) and the networks' parameter and MAC
+   counts as rankers that train nothing; writes a section of
    benchmarks/RESULTS.md, and with ``--save`` every figure as JSON.
 
 With ``--jobs 2`` on 2 CPU cores the 33 retrainings take about 16 minutes and the
@@ -212,6 +213,7 @@ def _p_text(value: float | None) -> str:
 def run(args) -> dict:
     from scipy.stats import binomtest, kendalltau
 
+    from densenas.archinfo import summarize
     from densenas.cost import arch_cost
     from densenas.lut.store import load_lut
     from densenas.space import SearchSpace
@@ -245,6 +247,11 @@ def run(args) -> dict:
         if scores[key]:
             t = kendalltau(scores[key][1:], means[1:])
             tuned.update({f"{key}_top1": scores[key], f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
+    sizes = [summarize(a) for a in archs]
+    for key in ("params", "macs"):  # rankers that train nothing: what the supernet must beat
+        values = [int(size[key]) for size in sizes]
+        t = kendalltau(values[1:], means[1:])
+        tuned.update({key: values, f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
     seed_pairs_tau, seed_vs_rest_tau = retraining_agreement(acc[1:])
     return {
         "args": vars(args), "latency_ms": latency, "search_top1": history.get("val_top1"),
@@ -314,6 +321,9 @@ def markdown(r: dict) -> str:
            f"training batches for every network) from the inherited weights: **{_tau_text(r['tuned_tau'])}** "
            f"(p = {_p_text(r['tuned_p'])}); the same steps from scratch: {_tau_text(r['scratch_tau'])} "
            f"(p = {_p_text(r['scratch_p'])})."] if steps else []),
+        *([f"- The networks' sizes as rankers (nothing trained): parameters tau {_tau_text(r['params_tau'])} "
+           f"(p = {_p_text(r['params_p'])}), MACs {_tau_text(r['macs_tau'])} (p = {_p_text(r['macs_p'])})."]
+          if "params_tau" in r else []),
         f"- Wall time {r['wall_s'] / 60:.1f} min.",
         "",
     ]

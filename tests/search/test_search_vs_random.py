@@ -72,8 +72,11 @@ def test_report_shows_the_few_step_scores_beside_their_control():
          "rank": 1, "of": 3, "median_random_top1": 87.75, "wins": 3, "losses": 1, "sign_p": 0.3125,
          "kendall_tau": 1.0, "kendall_p": 1.0, "seed_pairs_tau": 0.33, "seed_vs_rest_tau": None,
          "tune_steps": 10, "tuned_top1": [75.0, 61.0, 66.0], "tuned_tau": 1.0, "tuned_p": 1.0,
-         "scratch_top1": [12.0, 11.0, 10.0], "scratch_tau": -1.0, "scratch_p": 1.0, "wall_s": 60.0, "threads": 1}
+         "scratch_top1": [12.0, 11.0, 10.0], "scratch_tau": -1.0, "scratch_p": 1.0,
+         "params": [3, 2, 1], "params_tau": -1.0, "params_p": 1.0, "macs": [1, 2, 3], "macs_tau": 1.0, "macs_p": 1.0,
+         "wall_s": 60.0, "threads": 1}
     text = bench.markdown(r)
+    assert "parameters tau -1.00 (p = 1), MACs 1.00 (p = 1)" in text
     assert "| random 2 | 0.1990 | 65.0 | 66.0 (10.0) | 88.0, 92.0 | 90.00 |" in text
     assert "after 10 SGD steps" in text and "from scratch: -1.00" in text and "--tune-steps 10`" in text
 
