@@ -94,7 +94,6 @@ def run(space: str, batch_size: int | None, device: str, threads: int | None, mi
     from densenas.nets import build_derived
     from densenas.search import SearchEngine, SearchOptions
     from densenas import runtime as rt
-    from densenas.runtime import DistContext
     from densenas.search.settings import fresh
 
     if threads:
@@ -102,7 +101,7 @@ def run(space: str, batch_size: int | None, device: str, threads: int | None, mi
     dev = torch.device(device)
     settings = fresh(SearchOptions(space=space, cost="flops", batch_size=batch_size, epochs=2, arch_update_epoch=0))
     with tempfile.TemporaryDirectory() as tmp:
-        engine = SearchEngine(settings, Path(tmp), DistContext(device=dev), progress=False)
+        engine = SearchEngine(settings, Path(tmp), rt.DistContext(device=dev), progress=False)
     arch_def = engine.derive()[0]  # from the seeded initial parameters, before any step moves them
     x, y = next(iter(engine.data.train))
     xv, yv = next(iter(engine.data.val))

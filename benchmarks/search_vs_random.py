@@ -242,16 +242,16 @@ def run(args) -> dict:
     losses = sum(acc[0][k] < r[k] for r in acc[1:] for k in range(len(args.seeds)))
     sign = binomtest(wins, wins + losses, 0.5, alternative="greater") if wins + losses else None
     tau = kendalltau(inherited[1:], means[1:])
-    tuned = {}
+    extra = {}
     for key in ("tuned", "scratch"):
         if scores[key]:
             t = kendalltau(scores[key][1:], means[1:])
-            tuned.update({f"{key}_top1": scores[key], f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
+            extra.update({f"{key}_top1": scores[key], f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
     sizes = [summarize(a) for a in archs]
     for key in ("params", "macs"):  # rankers that train nothing: what the supernet must beat
         values = [int(size[key]) for size in sizes]
         t = kendalltau(values[1:], means[1:])
-        tuned.update({key: values, f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
+        extra.update({key: values, f"{key}_tau": _finite(t.statistic), f"{key}_p": _finite(t.pvalue)})
     seed_pairs_tau, seed_vs_rest_tau = retraining_agreement(acc[1:])
     return {
         "args": vars(args), "latency_ms": latency, "search_top1": history.get("val_top1"),
@@ -262,7 +262,7 @@ def run(args) -> dict:
         "of": len(archs), "median_random_top1": statistics.median(means[1:]), "wins": wins, "losses": losses,
         "sign_p": None if sign is None else sign.pvalue, "kendall_tau": _finite(tau.statistic),
         "kendall_p": _finite(tau.pvalue), "seed_pairs_tau": seed_pairs_tau, "seed_vs_rest_tau": seed_vs_rest_tau,
-        "tune_steps": args.tune_steps, **tuned,
+        "tune_steps": args.tune_steps, **extra,
         "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
 

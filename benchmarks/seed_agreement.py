@@ -3,8 +3,9 @@ space, data, LUT and settings), then, for every pair of seeds: the Pearson corre
 their op logits (each mixed op's row centred, since a softmax ignores a shift) and of
 their path logits, beside the same correlation with the second seed's rows shuffled among
 rows of the same size (what agreement by structure alone gives); the share of mixed ops
-whose most probable op agrees, beside chance and beside the same with rows shuffled; and the correlation of the derived
-networks' op counts.
+whose most probable op agrees, beside chance and beside the same with rows shuffled; and
+the correlation of the derived networks' op counts. With three seeds or more, all pairs
+are also tested together.
 
     python benchmarks/seed_agreement.py                       # mbv2-tiny, digits, seeds 1 2
     python benchmarks/seed_agreement.py --seeds 1 2 3 --data digits-clutter
